@@ -1,0 +1,46 @@
+# Every target builds the virtual environment on first use, so a fresh
+# machine needs only python3 (>= 3.11) and make.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: start start_dmd start_s3server mem_backend test test_slow lint bench venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+# dmd (metadata :9990 + data :9991) and one gateway (:8000), file backend.
+start: $(STAMP)
+	@set -e; $(PY) -m dmd & DMD=$$!; \
+	trap 'kill $$DMD 2>/dev/null; wait $$DMD 2>/dev/null' EXIT INT TERM; \
+	$(PY) -m gateway --wait-for-dmd
+
+start_dmd: $(STAMP)
+	$(PY) -m dmd
+
+start_s3server: $(STAMP)
+	$(PY) -m gateway --wait-for-dmd
+
+mem_backend: $(STAMP)
+	S3BACKEND=mem $(PY) -m gateway
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
+
+test_slow: $(STAMP)
+	$(PY) -m pytest -q -m slow tests
+
+lint: $(STAMP)
+	$(PY) -m compileall -q shared dmd gateway tests
+
+bench: $(STAMP)
+	$(PY) -m tests.bench
+
+clean:
+	rm -rf $(VENV) localData localMetadata

@@ -1,0 +1,322 @@
+"""Configuration: config.json + locationConfig.json + conf/authdata.json + env.
+
+One typed `Config` object is built by `load_config()`; both services read it.
+File names, keys and environment variables follow the reference
+(CloudServer's `lib/Config.js` and `docker-entrypoint.sh`). A malformed file
+raises `ConfigError` naming the file and the field.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+DEFAULT_REPLICATION_GROUP_ID = "RG001"
+DEFAULT_CALL_TIMEOUT_MS = 30_000
+DEFAULT_STREAM_MAX_PENDING_ACK = 5
+DEFAULT_STREAM_ACK_TIMEOUT_MS = 5_000
+DEFAULT_WRITE_BATCH_MAX_OPS = 1_000
+LOCATION_TYPES = {"mem", "file", "aws_s3", "scality", "azure", "gcp", "pfs", "dmf", "azure_archive"}
+LOG_LEVELS = {"trace", "debug", "info", "warn", "error", "fatal"}
+
+CUSTOM_ACCOUNT_CANONICAL_ID = "12349df900b949e55d96a1e698fbacedfd6e09d98eacf8f8d5218e7cd47qwer"
+
+
+class ConfigError(Exception):
+    """A configuration file or variable is malformed; the message names it."""
+
+
+@dataclass(frozen=True)
+class HostPort:
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class MetadataDaemonConfig:
+    bind_address: str = "localhost"
+    port: int = 9990
+    stream_max_pending_ack: int = DEFAULT_STREAM_MAX_PENDING_ACK
+    stream_ack_timeout_ms: int = DEFAULT_STREAM_ACK_TIMEOUT_MS
+    write_batch_max_ops: int = DEFAULT_WRITE_BATCH_MAX_OPS
+
+
+@dataclass(frozen=True)
+class DataDaemonConfig:
+    bind_address: str = "localhost"
+    port: int = 9991
+
+
+@dataclass(frozen=True)
+class Location:
+    name: str
+    type: str
+    object_id: str
+    legacy_aws_behavior: bool
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AccessKey:
+    access: str
+    secret: str
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    email: str
+    arn: str
+    canonical_id: str
+    shortid: str
+    keys: tuple[AccessKey, ...]
+
+
+@dataclass(frozen=True)
+class Config:
+    port: int = 8000
+    listen_on: tuple[str, ...] = ()
+    replication_group_id: str = DEFAULT_REPLICATION_GROUP_ID
+    rest_endpoints: dict[str, str] = field(default_factory=dict)
+    website_endpoints: tuple[str, ...] = ()
+    workers: int = 1
+    log_level: str = "info"
+    health_checks_allow_from: tuple[str, ...] = ("127.0.0.1/8", "::1")
+    metadata_client: HostPort = HostPort("localhost", 9990)
+    data_client: HostPort = HostPort("localhost", 9991)
+    call_timeout_ms: int = DEFAULT_CALL_TIMEOUT_MS
+    metadata_daemon: MetadataDaemonConfig = MetadataDaemonConfig()
+    data_daemon: DataDaemonConfig = DataDaemonConfig()
+    locations: dict[str, Location] = field(default_factory=dict)
+    accounts: tuple[Account, ...] = ()
+    # "file": metadata through the dmd, data per location; "mem": both in process.
+    metadata_backend: str = "file"
+    data_backend: str = "multiple"
+    data_path: str = str(REPO_ROOT / "localData")
+    metadata_path: str = str(REPO_ROOT / "localMetadata")
+    data_no_sync: bool = False
+    cert_file_paths: dict[str, str] | None = None
+    version_id_encoding: str = "hex"
+    config_file: str = ""
+    location_file: str = ""
+    auth_file: str = ""
+
+    def account_for_access_key(self, access_key: str) -> tuple[Account, str] | None:
+        """(account, secret) for an access key, or None."""
+        for account in self.accounts:
+            for key in account.keys:
+                if key.access == access_key:
+                    return account, key.secret
+        return None
+
+
+def _find_file(name_or_path: str) -> Path:
+    """As the reference: an absolute path as is, else <repo>/conf then <repo>."""
+    p = Path(name_or_path)
+    if p.is_absolute() or p.exists():
+        return p
+    for folder in (REPO_ROOT / "conf", REPO_ROOT):
+        if (folder / name_or_path).exists():
+            return folder / name_or_path
+    return REPO_ROOT / name_or_path
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{what} {path}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{what} {path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+
+
+class _Reader:
+    """Typed field access that names the file and field on error."""
+
+    def __init__(self, path: Path, data: Any, prefix: str = ""):
+        self.path, self.data, self.prefix = path, data, prefix
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: {prefix or 'top level'} must be an object")
+
+    def _fail(self, key: str, expected: str) -> ConfigError:
+        return ConfigError(f"{self.path}: field '{self.prefix}{key}' must be {expected}")
+
+    def sub(self, key: str) -> "_Reader":
+        value = self.data.get(key, {})
+        if not isinstance(value, dict):
+            raise self._fail(key, "an object")
+        return _Reader(self.path, value, f"{self.prefix}{key}.")
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any, expected: str) -> Any:
+        if key not in self.data or self.data[key] is None:
+            return default
+        value = self.data[key]
+        if isinstance(value, bool) and kind in (int, (int,)):
+            raise self._fail(key, expected)
+        if not isinstance(value, kind):
+            raise self._fail(key, expected)
+        return value
+
+    def port(self, key: str, default: int) -> int:
+        value = self.get(key, int, default, "an integer port 1-65535")
+        if not 0 <= value <= 65535:
+            raise self._fail(key, "an integer port 1-65535")
+        return value
+
+    def string(self, key: str, default: str) -> str:
+        return self.get(key, str, default, "a string")
+
+    def positive(self, key: str, default: int) -> int:
+        value = self.get(key, int, default, "a positive integer")
+        if value <= 0:
+            raise self._fail(key, "a positive integer")
+        return value
+
+
+def _parse_locations(path: Path, data: Any) -> dict[str, Location]:
+    if not isinstance(data, dict) or not data:
+        raise ConfigError(f"{path}: must be a non-empty object of location name -> settings")
+    locations: dict[str, Location] = {}
+    seen_ids: set[str] = set()
+    for name, raw in data.items():
+        r = _Reader(path, raw, f"{name}.")
+        loc_type = r.string("type", "")
+        if loc_type not in LOCATION_TYPES:
+            raise ConfigError(f"{path}: field '{name}.type' must be one of {sorted(LOCATION_TYPES)}")
+        object_id = r.string("objectId", name)
+        if object_id in seen_ids:
+            raise ConfigError(f"{path}: field '{name}.objectId' duplicates another location's objectId")
+        seen_ids.add(object_id)
+        if "legacyAwsBehavior" in raw and not isinstance(raw["legacyAwsBehavior"], bool):
+            raise ConfigError(f"{path}: field '{name}.legacyAwsBehavior' must be a boolean")
+        details = r.get("details", dict, {}, "an object")
+        locations[name] = Location(name, loc_type, object_id, bool(raw.get("legacyAwsBehavior", False)), details)
+    if "us-east-1" not in locations:
+        raise ConfigError(f"{path}: a location named 'us-east-1' is mandatory")
+    return locations
+
+
+def _parse_accounts(path: Path, data: Any) -> tuple[Account, ...]:
+    r = _Reader(path, data)
+    raw_accounts = r.get("accounts", list, None, "a list")
+    if raw_accounts is None:
+        raise ConfigError(f"{path}: field 'accounts' must be a list")
+    accounts = []
+    for i, raw in enumerate(raw_accounts):
+        a = _Reader(path, raw, f"accounts[{i}].")
+        keys = []
+        for j, k in enumerate(a.get("keys", list, [], "a list")):
+            kr = _Reader(path, k, f"accounts[{i}].keys[{j}].")
+            access, secret = kr.string("access", ""), kr.string("secret", "")
+            if not access or not secret:
+                raise ConfigError(f"{path}: field 'accounts[{i}].keys[{j}]' needs non-empty 'access' and 'secret'")
+            keys.append(AccessKey(access, secret))
+        canonical = a.string("canonicalID", "")
+        if not canonical:
+            raise ConfigError(f"{path}: field 'accounts[{i}].canonicalID' must be a non-empty string")
+        accounts.append(Account(a.string("name", ""), a.string("email", ""), a.string("arn", ""),
+                                canonical, a.string("shortid", ""), tuple(keys)))
+    return tuple(accounts)
+
+
+def _env_bool(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "").lower() == "true"
+
+
+def load_config(env: Mapping[str, str] | None = None) -> Config:
+    """Build the Config from the files and the environment (os.environ by default)."""
+    env = os.environ if env is None else env
+    config_path = _find_file(env.get("S3_CONFIG_FILE") or "config.json")
+    location_path = _find_file(env.get("S3_LOCATION_FILE") or "locationConfig.json")
+    auth_path = _find_file(env.get("S3AUTH_CONFIG") or "authdata.json")
+
+    r = _Reader(config_path, _read_json(config_path, "config file"))
+    mc, dc, md, dd = r.sub("metadataClient"), r.sub("dataClient"), r.sub("metadataDaemon"), r.sub("dataDaemon")
+    rest_endpoints = r.get("restEndpoints", dict, {}, "an object of hostname -> location")
+    listen_on = list(r.get("listenOn", list, [], "a list of 'ip:port' strings"))
+    log_level = r.sub("log").string("logLevel", "info")
+    metadata_client = HostPort(mc.string("host", "localhost"), mc.port("port", 9990))
+    data_client = HostPort(dc.string("host", "localhost"), dc.port("port", 9991))
+    md_bind, dd_bind = md.string("bindAddress", "localhost"), dd.string("bindAddress", "localhost")
+
+    # Environment overrides, as docker-entrypoint.sh applies them.
+    for host in filter(None, (h.strip() for h in env.get("ENDPOINT", "").split(","))):
+        rest_endpoints = {**rest_endpoints, host: "us-east-1"}
+    if env.get("LOG_LEVEL"):
+        log_level = env["LOG_LEVEL"]
+    if log_level not in LOG_LEVELS:
+        raise ConfigError(f"LOG_LEVEL / {config_path} field 'log.logLevel' must be one of {sorted(LOG_LEVELS)}")
+    if env.get("LISTEN_ADDR"):
+        md_bind = dd_bind = env["LISTEN_ADDR"]
+        listen_on = [f"{env['LISTEN_ADDR']}:{r.port('port', 8000)}"]
+    if env.get("DATA_HOST"):
+        data_client = HostPort(env["DATA_HOST"], data_client.port)
+    if env.get("METADATA_HOST"):
+        metadata_client = HostPort(env["METADATA_HOST"], metadata_client.port)
+
+    locations = _parse_locations(location_path, _read_json(location_path, "location file"))
+    for host, loc in rest_endpoints.items():
+        if not isinstance(loc, str) or loc not in locations:
+            raise ConfigError(f"{config_path}: field 'restEndpoints.{host}' must name a location of {location_path}")
+
+    if env.get("SCALITY_ACCESS_KEY_ID") and env.get("SCALITY_SECRET_ACCESS_KEY"):
+        accounts: tuple[Account, ...] = (Account(
+            "CustomAccount", "customaccount1@setbyenv.com", "arn:aws:iam::123456789012:root",
+            CUSTOM_ACCOUNT_CANONICAL_ID, "123456789012",
+            (AccessKey(env["SCALITY_ACCESS_KEY_ID"], env["SCALITY_SECRET_ACCESS_KEY"]),)),)
+    else:
+        accounts = _parse_accounts(auth_path, _read_json(auth_path, "auth file"))
+
+    backend = env.get("S3BACKEND", "file")
+    if backend not in ("file", "mem"):
+        raise ConfigError("S3BACKEND must be 'file' or 'mem'")
+    metadata_backend = env.get("S3METADATA", backend)
+    data_backend = env.get("S3DATA", "mem" if backend == "mem" else "multiple")
+    if data_backend == "scality":
+        data_backend = "multiple"
+    if metadata_backend not in ("file", "mem"):
+        raise ConfigError("S3METADATA must be 'file' or 'mem'")
+    if data_backend not in ("file", "mem", "multiple"):
+        raise ConfigError("S3DATA must be 'file', 'mem' or 'multiple'")
+
+    cert = r.get("certFilePaths", dict, None, "an object {key, cert, ca?}")
+    if cert is not None and not (cert.get("key") and cert.get("cert")):
+        raise ConfigError(f"{config_path}: field 'certFilePaths' needs both 'key' and 'cert'")
+
+    return Config(
+        port=r.port("port", 8000),
+        listen_on=tuple(listen_on),
+        replication_group_id=r.string("replicationGroupId", DEFAULT_REPLICATION_GROUP_ID),
+        rest_endpoints=dict(rest_endpoints),
+        website_endpoints=tuple(r.get("websiteEndpoints", list, [], "a list of hostnames")),
+        workers=r.positive("clusters", 1),
+        log_level=log_level,
+        health_checks_allow_from=tuple(r.sub("healthChecks").get("allowFrom", list, ["127.0.0.1/8", "::1"], "a list")),
+        metadata_client=metadata_client,
+        data_client=data_client,
+        call_timeout_ms=mc.positive("callTimeoutMs", DEFAULT_CALL_TIMEOUT_MS),
+        metadata_daemon=MetadataDaemonConfig(
+            md_bind, md.port("port", 9990),
+            md.positive("streamMaxPendingAck", DEFAULT_STREAM_MAX_PENDING_ACK),
+            md.positive("streamAckTimeoutMs", DEFAULT_STREAM_ACK_TIMEOUT_MS),
+            md.positive("writeBatchMaxOps", DEFAULT_WRITE_BATCH_MAX_OPS)),
+        data_daemon=DataDaemonConfig(dd_bind, dd.port("port", 9991)),
+        locations=locations,
+        accounts=accounts,
+        metadata_backend=metadata_backend,
+        data_backend=data_backend,
+        data_path=env.get("S3DATAPATH") or str(REPO_ROOT / "localData"),
+        metadata_path=env.get("S3METADATAPATH") or str(REPO_ROOT / "localMetadata"),
+        data_no_sync=_env_bool(env, "S3DATA_NOSYNC"),
+        cert_file_paths=cert,
+        version_id_encoding=env.get("S3_VERSION_ID_ENCODING_TYPE", "hex") or "hex",
+        config_file=str(config_path),
+        location_file=str(location_path),
+        auth_file=str(auth_path),
+    )
