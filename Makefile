@@ -19,13 +19,13 @@ $(STAMP): pyproject.toml
 start: $(STAMP)
 	@set -e; $(PY) -m dmd & DMD=$$!; \
 	trap 'kill $$DMD 2>/dev/null; wait $$DMD 2>/dev/null' EXIT INT TERM; \
-	$(PY) -m gateway --wait-for-dmd
+	$(PY) -m gateway
 
 start_dmd: $(STAMP)
 	$(PY) -m dmd
 
 start_s3server: $(STAMP)
-	$(PY) -m gateway --wait-for-dmd
+	$(PY) -m gateway
 
 mem_backend: $(STAMP)
 	S3BACKEND=mem $(PY) -m gateway

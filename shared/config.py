@@ -229,6 +229,13 @@ def _env_bool(env: Mapping[str, str], name: str) -> bool:
     return env.get(name, "").lower() == "true"
 
 
+def _env_port(env: Mapping[str, str], name: str) -> int:
+    value = env[name]
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise ConfigError(f"{name} must be a port number 1-65535, got {value!r}")
+    return int(value)
+
+
 def load_config(env: Mapping[str, str] | None = None) -> Config:
     """Build the Config from the files and the environment (os.environ by default)."""
     env = os.environ if env is None else env
@@ -259,6 +266,12 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         data_client = HostPort(env["DATA_HOST"], data_client.port)
     if env.get("METADATA_HOST"):
         metadata_client = HostPort(env["METADATA_HOST"], metadata_client.port)
+    # Extensions of ours (the reference sets ports only in config.json): handy
+    # for several dmds on one host and for tests on ephemeral ports.
+    if env.get("METADATA_PORT"):
+        metadata_client = HostPort(metadata_client.host, _env_port(env, "METADATA_PORT"))
+    if env.get("DATA_PORT"):
+        data_client = HostPort(data_client.host, _env_port(env, "DATA_PORT"))
 
     locations = _parse_locations(location_path, _read_json(location_path, "location file"))
     for host, loc in rest_endpoints.items():

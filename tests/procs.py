@@ -121,5 +121,5 @@ def start_gateway(tmp: Path, dmd: Dmd | None = None, env: dict[str, str] | None 
         e["S3BACKEND"] = "mem"
     else:
         e["METADATA_HOST"] = e["DATA_HOST"] = "127.0.0.1"
-        args += ["--metadata-port", str(dmd.metadata_port), "--data-port", str(dmd.data_port)]
+        e["METADATA_PORT"], e["DATA_PORT"] = str(dmd.metadata_port), str(dmd.data_port)
     return Gateway(args, e, [port], tmp / f"gateway-{port}.log", port=port).start()

@@ -1,0 +1,43 @@
+"""`python -m gateway`: the S3 gateway on uvicorn (uvloop + httptools).
+
+The gateway is stateless, so `--workers N` (config `clusters`) runs N
+processes on the same port, each with its own dmd connection.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import uvicorn
+
+from shared.config import ConfigError, load_config
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__)
+    parser.add_argument("--port", type=int, help="listen port (default: config.json port, 8000)")
+    parser.add_argument("--host", help="listen address (default: config listenOn / LISTEN_ADDR, else all)")
+    parser.add_argument("--workers", type=int, help="worker processes (default: config clusters)")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config()
+    except ConfigError as exc:
+        print(f"gateway: configuration error: {exc}", file=sys.stderr)
+        return 1
+    host, port = "0.0.0.0", config.port
+    if config.listen_on:
+        host, _, p = config.listen_on[0].rpartition(":")
+        port = int(p)
+    host = args.host or host
+    port = args.port or port
+    workers = args.workers or config.workers
+    uvicorn.run("gateway.app:create_app", factory=True, host=host, port=port, workers=workers,
+                loop="uvloop", http="httptools", log_level="warning", access_log=False,
+                timeout_keep_alive=65, lifespan="on", server_header=False,
+                ssl_keyfile=(config.cert_file_paths or {}).get("key"),
+                ssl_certfile=(config.cert_file_paths or {}).get("cert"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

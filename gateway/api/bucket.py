@@ -1,0 +1,191 @@
+"""Bucket actions: CreateBucket, DeleteBucket, HeadBucket, ListBuckets, GetBucketLocation."""
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from starlette.responses import Response
+
+from shared.errors import S3Error
+from shared.metastore.errors import MetadataError
+
+from gateway.api.common import xml_response
+from gateway.context import RequestContext
+from gateway.models import (METASTORE, MPU_SHADOW_PREFIX, SPLITTER, USERS_BUCKET, BucketInfo, now_iso,
+                            users_bucket_key, users_bucket_value)
+from gateway.router import action
+from gateway.xml import child_text, local, parse, root, sub
+
+CANNED_ACLS = ("private", "public-read", "public-read-write", "authenticated-read",
+               "bucket-owner-read", "bucket-owner-full-control", "log-delivery-write")
+_BUCKET_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+# Internal keyspaces that must never be reachable as user buckets.
+_RESERVED_NAMES = {METASTORE, USERS_BUCKET}
+
+
+def validate_bucket_name(name: str) -> None:
+    """AWS's bucket naming rules -> InvalidBucketName."""
+    ok = bool(_BUCKET_NAME_RE.match(name)) and ".." not in name and ".-" not in name and "-." not in name
+    if ok:
+        try:
+            ipaddress.IPv4Address(name)
+            ok = False
+        except ValueError:
+            pass
+    if ok and (name.startswith(("xn--", "sthree-", MPU_SHADOW_PREFIX.lower()))
+               or name.endswith(("-s3alias", "--ol-s3"))):
+        ok = False
+    if not ok or name in _RESERVED_NAMES:
+        raise S3Error("InvalidBucketName", BucketName=name)
+
+
+def _location_from_body(body: bytes) -> str | None:
+    if not body.strip():
+        return None
+    doc = parse(body)
+    if local(doc.tag) != "CreateBucketConfiguration":
+        raise S3Error("MalformedXML")
+    constraint = child_text(doc, "LocationConstraint")
+    return constraint or None
+
+
+@action("CreateBucket")
+async def create_bucket(ctx: RequestContext) -> Response:
+    name = ctx.bucket or ""
+    validate_bucket_name(name)
+    acl = ctx.headers.get("x-amz-acl")
+    if acl is not None and acl not in CANNED_ACLS:
+        raise S3Error("InvalidArgument", ArgumentName="x-amz-acl", ArgumentValue=acl)
+    body = await ctx.request.body()
+    requested = _location_from_body(body)
+    host = ctx.headers.get("host", "").rsplit(":", 1)[0]
+    location = requested or ctx.config.rest_endpoints.get(host) or "us-east-1"
+    if location not in ctx.config.locations:
+        raise S3Error("InvalidLocationConstraint", "The specified location constraint is not valid.",
+                      LocationConstraint=location)
+    try:
+        existing = await ctx.bucket_info(name)
+    except S3Error as exc:
+        if exc.code != "NoSuchBucket":
+            raise
+        existing = None
+    if existing is not None:
+        if existing.owner != ctx.account.canonical_id:
+            raise S3Error("BucketAlreadyExists", BucketName=name)
+        if ctx.config.locations[location].legacy_aws_behavior:
+            return Response(status_code=200, headers={"Location": f"/{name}"})
+        raise S3Error("BucketAlreadyOwnedByYou", BucketName=name)
+    created = now_iso()
+    info = BucketInfo(name, ctx.account.canonical_id, ctx.account.name, created, location_constraint=location)
+    if acl:
+        info.raw["acl"] = {"Canned": acl, "FULL_CONTROL": [], "WRITE": [], "WRITE_ACP": [], "READ": [],
+                           "READ_ACP": []}
+    # users..bucket first: a crash in between leaves an entry ListBuckets skips, never an unlisted bucket.
+    await ctx.services.metadata.put([USERS_BUCKET], users_bucket_key(ctx.account.canonical_id, name),
+                                    users_bucket_value(created), {})
+    await ctx.services.metadata.put([METASTORE], name, info.serialize(), {})
+    return Response(status_code=200, headers={"Location": f"/{name}"})
+
+
+async def _has_any_key(ctx: RequestContext, sublevel: str) -> bool:
+    stream = ctx.services.metadata.read_stream([sublevel], {"limit": 1})
+    try:
+        async for _ in stream:
+            return True
+        return False
+    finally:
+        await stream.aclose()
+
+
+@action("DeleteBucket")
+async def delete_bucket(ctx: RequestContext) -> Response:
+    info = await ctx.authorized_bucket()
+    if await _has_any_key(ctx, info.name):
+        raise S3Error("BucketNotEmpty", BucketName=info.name)
+    if await _has_any_key(ctx, MPU_SHADOW_PREFIX + info.name):
+        raise S3Error("BucketNotEmpty", "The bucket you tried to delete has ongoing multipart uploads.",
+                      BucketName=info.name)
+    await ctx.services.metadata.delete([METASTORE], info.name, {})
+    await ctx.services.metadata.delete([USERS_BUCKET], users_bucket_key(info.owner, info.name), {})
+    return Response(status_code=204)
+
+
+@action("HeadBucket")
+async def head_bucket(ctx: RequestContext) -> Response:
+    info = await ctx.authorized_bucket()
+    return Response(status_code=200, headers={"x-amz-bucket-region": info.location_constraint or "us-east-1"})
+
+
+@action("GetBucketLocation")
+async def get_bucket_location(ctx: RequestContext) -> Response:
+    info = await ctx.authorized_bucket()
+    doc = root("LocationConstraint")
+    location = info.location_constraint or ""
+    # us-east-1 is reported as an empty constraint, as AWS does.
+    doc.text = "" if location == "us-east-1" else location
+    return xml_response(doc)
+
+
+@action("ListBuckets")
+async def list_buckets(ctx: RequestContext) -> Response:
+    owner = ctx.account.canonical_id
+    prefix = owner + SPLITTER
+    doc = root("ListAllMyBucketsResult")
+    owner_el = sub(doc, "Owner")
+    sub(owner_el, "ID", owner)
+    sub(owner_el, "DisplayName", ctx.account.name)
+    buckets = sub(doc, "Buckets")
+    # SPLITTER ends with "." and "/" follows it in byte order: the range is the owner's entries.
+    stream = ctx.services.metadata.read_stream([USERS_BUCKET], {"gte": prefix, "lt": prefix[:-1] + "/"})
+    try:
+        async for entry in stream:
+            name = entry["key"][len(prefix):]
+            try:
+                info = await ctx.bucket_info(name)
+            except S3Error:
+                continue  # half-created or half-deleted bucket
+            if info.owner != owner:
+                continue
+            b = sub(buckets, "Bucket")
+            sub(b, "Name", name)
+            sub(b, "CreationDate", info.creation_date)
+    except MetadataError:
+        raise
+    finally:
+        await stream.aclose()
+    return xml_response(doc)
+
+
+VERSIONING_STATES = ("Enabled", "Suspended")
+
+
+@action("PutBucketVersioning")
+async def put_bucket_versioning(ctx: RequestContext) -> Response:
+    info = await ctx.authorized_bucket()
+    doc = parse(await ctx.request.body())
+    if local(doc.tag) != "VersioningConfiguration":
+        raise S3Error("MalformedXML")
+    status = child_text(doc, "Status")
+    mfa_delete = child_text(doc, "MfaDelete")
+    if status not in VERSIONING_STATES or mfa_delete not in (None, "Enabled", "Disabled"):
+        raise S3Error("MalformedXML")
+    if mfa_delete == "Enabled":
+        # MFA Delete needs an MFA device; there is none to check the x-amz-mfa header against.
+        raise S3Error("NotImplemented", "MFA Delete is not supported")
+    if info.raw.get("objectLockEnabled") and status == "Suspended":
+        raise S3Error("InvalidBucketState", "An Object Lock configuration is present on this bucket, "
+                      "so the versioning state cannot be changed.")
+    info.versioning = {"Status": status, **({"MfaDelete": mfa_delete} if mfa_delete else {})}
+    await ctx.services.metadata.put([METASTORE], info.name, info.serialize(), {})
+    return Response(status_code=200)
+
+
+@action("GetBucketVersioning")
+async def get_bucket_versioning(ctx: RequestContext) -> Response:
+    info = await ctx.authorized_bucket()
+    doc = root("VersioningConfiguration")
+    if info.versioning_status:
+        sub(doc, "Status", info.versioning_status)
+        if (info.versioning or {}).get("MfaDelete"):
+            sub(doc, "MfaDelete", info.versioning["MfaDelete"])
+    return xml_response(doc)

@@ -1,0 +1,216 @@
+"""Listing actions: ListObjects (v1), ListObjectsV2, ListObjectVersions.
+
+The algorithms (gateway/listing) run here over the bucket's metadata read
+stream and read only what the page needs (§5.6 parameter handling).
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import json
+from typing import Any
+from urllib.parse import quote
+
+from starlette.responses import Response
+
+from shared import versionid
+from shared.errors import S3Error
+
+from gateway.api.common import find_object_md, xml_response
+from gateway.api.object_versions import decode_version_id
+from gateway.context import RequestContext
+from gateway.listing import DelimiterMaster, DelimiterVersions, list_entries
+from gateway.models import BucketInfo
+from gateway.router import action
+from gateway.versioning import external_version_id
+from gateway.xml import root, sub
+
+LISTING_HARD_LIMIT = 1000
+
+
+def parse_max_keys(query: dict[str, str], name: str = "max-keys") -> tuple[int, str]:
+    """(effective, as requested) page size: default 1000, capped at 1000."""
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return LISTING_HARD_LIMIT, str(LISTING_HARD_LIMIT)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise S3Error("InvalidArgument", f"Provided {name} not an integer or within integer range",
+                      ArgumentName=name, ArgumentValue=raw) from None
+    if value < 0:
+        raise S3Error("InvalidArgument", f"Argument {name} must be an integer between 0 and 2147483647",
+                      ArgumentName=name, ArgumentValue=raw)
+    return min(value, LISTING_HARD_LIMIT), raw
+
+
+def _encoder(query: dict[str, str]):
+    enc = query.get("encoding-type")
+    if enc is not None and enc.lower() != "url":
+        raise S3Error("InvalidArgument", "Invalid Encoding Method specified in Request",
+                      ArgumentName="encoding-type", ArgumentValue=enc)
+    if enc is None:
+        return lambda s: s
+    return lambda s: quote(s, safe="/")
+
+
+def _open(ctx: RequestContext, bucket: BucketInfo):
+    return functools.partial(ctx.services.metadata.read_stream, [bucket.name])
+
+
+def _owner(parent: Any, md: dict[str, Any]) -> None:
+    owner = sub(parent, "Owner")
+    sub(owner, "ID", md.get("owner-id", ""))
+    sub(owner, "DisplayName", md.get("owner-display-name", ""))
+
+
+def _content(parent: Any, key: str, md: dict[str, Any], enc, with_owner: bool) -> Any:
+    el = sub(parent, "Contents")
+    sub(el, "Key", enc(key))
+    sub(el, "LastModified", md.get("last-modified", ""))
+    sub(el, "ETag", f'"{md.get("content-md5", "")}"')
+    sub(el, "Size", md.get("content-length", 0))
+    if with_owner:
+        _owner(el, md)
+    sub(el, "StorageClass", md.get("x-amz-storage-class") or "STANDARD")
+    checksum = md.get("checksum")
+    if checksum:
+        sub(el, "ChecksumAlgorithm", checksum.get("checksumAlgorithm"))
+    return el
+
+
+async def _list_masters(ctx: RequestContext, v2: bool) -> Response:
+    bucket = await ctx.authorized_bucket()
+    q = ctx.query
+    enc = _encoder(q)
+    max_keys, max_keys_raw = parse_max_keys(q)
+    prefix, delimiter = q.get("prefix", ""), q.get("delimiter") or None
+    params: dict[str, Any] = {"prefix": prefix, "delimiter": delimiter, "max_keys": max_keys, "v2": v2}
+    token = None
+    if v2:
+        if q.get("list-type") != "2":
+            raise S3Error("InvalidArgument", "Invalid List Type specified in Request",
+                          ArgumentName="list-type", ArgumentValue=q.get("list-type", ""))
+        if "continuation-token" in q:
+            token = q["continuation-token"]
+            try:
+                params["continuation_token"] = base64.b64decode(token, validate=True).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                raise S3Error("InvalidArgument", "The continuation token provided is incorrect",
+                              ArgumentName="continuation-token") from None
+        params["start_after"] = q.get("start-after") or None
+    else:
+        params["marker"] = q.get("marker") or None
+    if max_keys == 0:
+        result: dict[str, Any] = {"Contents": [], "CommonPrefixes": [], "IsTruncated": False}
+    else:
+        result = await list_entries(_open(ctx, bucket), DelimiterMaster(**params))
+    doc = root("ListBucketResult")
+    sub(doc, "Name", bucket.name)
+    sub(doc, "Prefix", enc(prefix))
+    if v2:
+        if token is not None:
+            sub(doc, "ContinuationToken", token)
+        if q.get("start-after"):
+            sub(doc, "StartAfter", enc(q["start-after"]))
+        sub(doc, "KeyCount", len(result["Contents"]) + len(result["CommonPrefixes"]))
+    else:
+        sub(doc, "Marker", enc(q.get("marker", "")))
+        if result.get("NextMarker"):
+            sub(doc, "NextMarker", enc(result["NextMarker"]))
+    sub(doc, "MaxKeys", max_keys_raw)
+    if delimiter:
+        sub(doc, "Delimiter", enc(delimiter))
+    sub(doc, "IsTruncated", result["IsTruncated"])
+    if v2 and result.get("NextContinuationToken"):
+        sub(doc, "NextContinuationToken", base64.b64encode(result["NextContinuationToken"].encode()).decode())
+    if "encoding-type" in q:
+        sub(doc, "EncodingType", "url")
+    with_owner = (not v2) or q.get("fetch-owner", "").lower() == "true"
+    for entry in result["Contents"]:
+        _content(doc, entry["key"], json.loads(entry["value"]), enc, with_owner)
+    for cp in result["CommonPrefixes"]:
+        sub(sub(doc, "CommonPrefixes"), "Prefix", enc(cp))
+    return xml_response(doc)
+
+
+@action("ListObjects")
+async def list_objects(ctx: RequestContext) -> Response:
+    return await _list_masters(ctx, v2=False)
+
+
+@action("ListObjectsV2")
+async def list_objects_v2(ctx: RequestContext) -> Response:
+    return await _list_masters(ctx, v2=True)
+
+
+@action("ListObjectVersions")
+async def list_object_versions(ctx: RequestContext) -> Response:
+    bucket = await ctx.authorized_bucket()
+    q = ctx.query
+    enc = _encoder(q)
+    max_keys, max_keys_raw = parse_max_keys(q)
+    prefix, delimiter = q.get("prefix", ""), q.get("delimiter") or None
+    key_marker = q.get("key-marker") or None
+    vid_marker_raw = q.get("version-id-marker") or None
+    if vid_marker_raw and not key_marker:
+        raise S3Error("InvalidArgument", "A version-id marker cannot be specified without a key marker.",
+                      ArgumentName="version-id-marker", ArgumentValue=vid_marker_raw)
+    vid_marker = None
+    if vid_marker_raw == versionid.EXTERNAL_NULL:
+        vid_marker = await _null_version_marker(ctx, bucket, key_marker or "")
+    elif vid_marker_raw:
+        vid_marker = decode_version_id(vid_marker_raw)
+    if max_keys == 0:
+        result: dict[str, Any] = {"Versions": [], "CommonPrefixes": [], "IsTruncated": False}
+    else:
+        result = await list_entries(_open(ctx, bucket), DelimiterVersions(
+            prefix=prefix, delimiter=delimiter, max_keys=max_keys, key_marker=key_marker,
+            version_id_marker=vid_marker))
+    doc = root("ListVersionsResult")
+    sub(doc, "Name", bucket.name)
+    sub(doc, "Prefix", enc(prefix))
+    sub(doc, "KeyMarker", enc(key_marker or ""))
+    sub(doc, "VersionIdMarker", vid_marker_raw or "")
+    if result.get("NextKeyMarker") is not None:
+        sub(doc, "NextKeyMarker", enc(result["NextKeyMarker"]))
+    if result.get("NextVersionIdMarker") is not None:
+        nv = result["NextVersionIdMarker"]
+        sub(doc, "NextVersionIdMarker", nv if nv == versionid.EXTERNAL_NULL else versionid.encode(nv))
+    sub(doc, "MaxKeys", max_keys_raw)
+    if delimiter:
+        sub(doc, "Delimiter", enc(delimiter))
+    sub(doc, "IsTruncated", result["IsTruncated"])
+    if "encoding-type" in q:
+        sub(doc, "EncodingType", "url")
+    # A page that resumes inside a key's versions does not start with its latest.
+    last_key = key_marker if vid_marker_raw else None
+    for entry in result["Versions"]:
+        md = json.loads(entry["value"])
+        is_latest = entry["key"] != last_key
+        last_key = entry["key"]
+        tag = "DeleteMarker" if md.get("isDeleteMarker") else "Version"
+        el = sub(doc, tag)
+        sub(el, "Key", enc(entry["key"]))
+        sub(el, "VersionId", external_version_id(md))
+        sub(el, "IsLatest", is_latest)
+        sub(el, "LastModified", md.get("last-modified", ""))
+        if tag == "Version":
+            sub(el, "ETag", f'"{md.get("content-md5", "")}"')
+            sub(el, "Size", md.get("content-length", 0))
+            sub(el, "StorageClass", md.get("x-amz-storage-class") or "STANDARD")
+        _owner(el, md)
+    for cp in result["CommonPrefixes"]:
+        sub(sub(doc, "CommonPrefixes"), "Prefix", enc(cp))
+    return xml_response(doc)
+
+
+async def _null_version_marker(ctx: RequestContext, bucket: BucketInfo, key: str) -> str | None:
+    """The internal id behind version-id-marker=null (the reference's quirk, fixed)."""
+    master = await find_object_md(ctx, bucket.name, key)
+    if master is None:
+        return None
+    if master.get("isNull") or not master.get("versionId"):
+        return master.get("versionId") or versionid.get_inf_vid(ctx.config.replication_group_id)
+    return master.get("nullVersionId")

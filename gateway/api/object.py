@@ -1,0 +1,172 @@
+"""Object actions: PutObject, GetObject, HeadObject, DeleteObject.
+
+Write order (ARCHITECTURE.md): body -> data store while hashing and
+verifying; on any mismatch the new blob is deleted and metadata untouched;
+then the metadata commit; only then the replaced data is freed.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.responses import Response, StreamingResponse
+
+from shared.errors import S3Error
+
+from gateway.api.common import (check_conditions, check_write_conditions, delete_locations, find_object_md, get_object_md,
+                                object_headers, parse_range, stream_locations, user_metadata)
+from gateway.api.object_versions import delete_one, get_version_md, resolve_version_options
+from gateway.auth.payload import VerifiedBody
+from gateway.context import RequestContext
+from gateway.models import EMPTY_MD5, BucketInfo, new_object_md
+from gateway.router import action
+from gateway.versioning import commit_version, external_version_id
+
+MAX_PUT_SIZE = 5 * 1024 ** 3   # 5 GiB single PUT limit
+
+
+def object_location(bucket: BucketInfo) -> str:
+    return bucket.location_constraint or "us-east-1"
+
+
+async def store_body(ctx: RequestContext, bucket: BucketInfo) -> tuple[VerifiedBody, list[dict[str, Any]] | None]:
+    """Stream the request body into the bucket's data location, verified.
+
+    Returns the body (size, md5, checksum) and the location list (None for an
+    empty object, which never reaches the data store).
+    """
+    body = VerifiedBody(ctx.auth, ctx.auth_request, ctx.request.stream())
+    size = body.expected_size
+    if size is None:
+        raise S3Error("MissingContentLength")
+    if size > MAX_PUT_SIZE:
+        raise S3Error("EntityTooLarge", MaxSizeAllowed=str(MAX_PUT_SIZE), ProposedSize=str(size))
+    if size == 0:
+        async for _ in body:
+            pass
+        return body, None
+    location_name = object_location(bucket)
+    backend = ctx.services.data_for(location_name)
+    key = await backend.put(body.__aiter__(), size)
+    try:
+        if body.size != size:
+            raise S3Error("IncompleteBody")
+    except S3Error:
+        await backend.delete(key)
+        raise
+    return body, [{"key": key, "size": body.size, "start": 0, "dataStoreName": location_name,
+                   "dataStoreETag": f"1:{body.md5_hex}"}]
+
+
+def _checksum_fields(body: VerifiedBody) -> dict[str, Any]:
+    if body.checksum is None:
+        return {}
+    algorithm, value = body.checksum
+    return {"checksum": {"checksumAlgorithm": algorithm, "checksumValue": value, "checksumType": "FULL_OBJECT"}}
+
+
+@action("PutObject")
+async def put_object(ctx: RequestContext) -> Response:
+    bucket = await ctx.authorized_bucket()
+    key = ctx.key or ""
+    meta = user_metadata(ctx.headers)
+    conditional = "if-none-match" in ctx.headers or "if-match" in ctx.headers
+    if conditional:   # refuse early, before any data moves
+        check_write_conditions(ctx.headers, await find_object_md(ctx, bucket.name, key), key)
+    body, location = await store_body(ctx, bucket)
+    md5 = body.md5_hex if location is not None else EMPTY_MD5
+    md = new_object_md(key, ctx.account.canonical_id, ctx.account.name, size=body.size, md5=md5,
+                       location=location, data_store_name=object_location(bucket),
+                       headers=ctx.headers, user_meta=meta)
+    md.update(_checksum_fields(body))
+    try:
+        master = await find_object_md(ctx, bucket.name, key)
+        if conditional:   # and again against what is there now, the body took time
+            check_write_conditions(ctx.headers, master, key)
+        committed = await commit_version(ctx, bucket, key, md, master)
+    except BaseException:
+        await delete_locations(ctx, location)
+        raise
+    for freed in committed.freed:
+        await delete_locations(ctx, freed)
+    headers = {"ETag": f'"{md5}"'}
+    if committed.version_id is not None:
+        headers["x-amz-version-id"] = external_version_id({**md, "versionId": committed.version_id})
+    if body.checksum is not None:
+        headers[f"x-amz-checksum-{body.checksum[0].lower()}"] = body.checksum[1]
+    return Response(status_code=200, headers=headers)
+
+
+async def _read_target(ctx: RequestContext) -> tuple[BucketInfo, dict[str, Any]]:
+    bucket = await ctx.authorized_bucket()
+    key = ctx.key or ""
+    version = ctx.query.get("versionId")
+    if version is not None:
+        options = await resolve_version_options(ctx, bucket, key, version)
+        md = await get_version_md(ctx, bucket, key, options, version)
+    else:
+        md = await get_object_md(ctx, bucket.name, key)
+    if md.get("isDeleteMarker"):
+        headers = {"x-amz-delete-marker": "true", "x-amz-version-id": external_version_id(md)}
+        if version is not None:
+            raise S3Error("MethodNotAllowed", headers={**headers, "Last-Modified": md.get("last-modified", "")})
+        raise S3Error("NoSuchKey", headers=headers, Key=key)
+    return bucket, md
+
+
+def _response_headers(ctx: RequestContext, bucket: BucketInfo, md: dict[str, Any]) -> dict[str, str]:
+    headers = object_headers(md, ctx.query)
+    if bucket.versioning_status is not None:
+        headers["x-amz-version-id"] = external_version_id(md)
+    checksum = md.get("checksum")
+    if checksum and ctx.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
+        headers[f"x-amz-checksum-{checksum['checksumAlgorithm'].lower()}"] = checksum["checksumValue"]
+    return headers
+
+
+@action("GetObject")
+async def get_object(ctx: RequestContext) -> Response:
+    bucket, md = await _read_target(ctx)
+    check_conditions(ctx.headers, md.get("content-md5", ""), md["last-modified"])
+    size = int(md.get("content-length", 0))
+    headers = _response_headers(ctx, bucket, md)
+    byte_range = parse_range(ctx.headers.get("range"), size)
+    if byte_range is None:
+        first, last, status = 0, size - 1, 200
+        headers.pop("x-amz-checksum-mode", None)
+    else:
+        first, last = byte_range
+        status = 206
+        headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+        # A checksum describes the whole object, not a range of it.
+        for name in [h for h in headers if h.startswith("x-amz-checksum-")]:
+            del headers[name]
+    headers["Content-Length"] = str(last - first + 1)
+    return StreamingResponse(stream_locations(ctx, md.get("location"), first, last),
+                             status_code=status, headers=headers)
+
+
+@action("HeadObject")
+async def head_object(ctx: RequestContext) -> Response:
+    bucket, md = await _read_target(ctx)
+    check_conditions(ctx.headers, md.get("content-md5", ""), md["last-modified"])
+    headers = _response_headers(ctx, bucket, md)
+    size = int(md.get("content-length", 0))
+    byte_range = parse_range(ctx.headers.get("range"), size)
+    if byte_range is not None:
+        headers["Content-Range"] = f"bytes {byte_range[0]}-{byte_range[1]}/{size}"
+        headers["Content-Length"] = str(byte_range[1] - byte_range[0] + 1)
+        return Response(status_code=206, headers=headers)
+    headers["Content-Length"] = str(size)
+    return Response(status_code=200, headers=headers)
+
+
+@action("DeleteObject")
+async def delete_object(ctx: RequestContext) -> Response:
+    bucket = await ctx.authorized_bucket()
+    deleted = await delete_one(ctx, bucket, ctx.key or "", ctx.query.get("versionId"))
+    headers = {}
+    if deleted.version_id is not None:
+        headers["x-amz-version-id"] = deleted.version_id
+    if deleted.delete_marker:
+        headers["x-amz-delete-marker"] = "true"
+    return Response(status_code=204, headers=headers)

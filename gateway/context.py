@@ -1,0 +1,104 @@
+"""Per-process services (metadata client, data backends) and the per-request context."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from shared.config import Account, Config
+from shared.errors import S3Error
+from shared.log import get_logger, log_event
+from shared.metastore.errors import MetadataError
+
+from gateway.models import METASTORE, ADMIN_OWNER, USERS_BUCKET, BucketInfo, now_iso
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+
+    from gateway.auth import AuthRequest, AuthResult
+    from gateway.data.base import DataBackend
+    from gateway.metadata.client import MetadataClient
+    from gateway.router import Route
+
+
+log = get_logger("gateway")
+SETUP_RETRY_S = 2.0
+
+
+@dataclass
+class Services:
+    """What a gateway worker holds for its whole life: no S3 state, only connections."""
+    config: Config
+    metadata: "MetadataClient"
+    data_backends: dict[str, "DataBackend"] = field(default_factory=dict)
+
+    def data_for(self, location: str) -> "DataBackend":
+        from gateway.data import make_data_backend
+        backend = self.data_backends.get(location)
+        if backend is None:
+            loc = self.config.locations.get(location)
+            if loc is None:
+                raise S3Error("InvalidLocationConstraint")
+            backend = self.data_backends[location] = make_data_backend(self.config, loc)
+        return backend
+
+    async def setup(self) -> None:
+        """Connect and (re)write the users..bucket attributes, as the original's
+        start-up; a failed step is retried every 2 s (the dmd may start later)."""
+        while True:
+            try:
+                await self.metadata.connect()
+                info = BucketInfo(USERS_BUCKET, ADMIN_OWNER, ADMIN_OWNER, now_iso())
+                await self.metadata.put([METASTORE], USERS_BUCKET, info.serialize(), {})
+                return
+            except Exception as exc:  # dmd not reachable yet: keep trying, as the original does
+                log_event(log, logging.WARNING, "metadata setup failed, retrying", error=str(exc),
+                          host=self.config.metadata_client.host, port=self.config.metadata_client.port)
+                await asyncio.sleep(SETUP_RETRY_S)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(b.close() for b in self.data_backends.values()), return_exceptions=True)
+        await self.metadata.close()
+
+
+@dataclass
+class RequestContext:
+    request: "Request"
+    services: Services
+    request_id: str
+    route: "Route"
+    bucket: str | None
+    key: str | None
+    query: dict[str, str]
+    headers: dict[str, str]
+    auth: "AuthResult"
+    auth_request: "AuthRequest"
+    account: Account
+    extra_log: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config(self) -> Config:
+        return self.services.config
+
+    async def bucket_info(self, name: str | None = None) -> BucketInfo:
+        """The bucket's attributes, or NoSuchBucket."""
+        name = name or self.bucket
+        assert name is not None
+        try:
+            raw = await self.services.metadata.get([METASTORE], name, {})
+        except MetadataError as exc:
+            if exc.type == "ObjNotFound":
+                raise S3Error("NoSuchBucket", BucketName=name) from None
+            raise
+        info = BucketInfo.deserialize(raw)
+        if info.raw.get("deleted"):
+            raise S3Error("NoSuchBucket", BucketName=name)
+        return info
+
+    async def authorized_bucket(self, name: str | None = None) -> BucketInfo:
+        """The bucket, if this account may act on it (owner-only until ACLs land)."""
+        info = await self.bucket_info(name)
+        if info.owner != self.account.canonical_id:
+            raise S3Error("AccessDenied")
+        return info

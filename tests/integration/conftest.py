@@ -1,0 +1,79 @@
+"""Fixtures: real dmd + gateway processes (file backend) and a mem_backend gateway.
+
+One set per test session (per xdist worker); tests isolate themselves with
+unique bucket names from `bucket_name`.
+"""
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import boto3
+import pytest
+from botocore.config import Config as BotoConfig
+
+from tests.procs import Dmd, Gateway, start_dmd, start_gateway
+
+ACCESS_KEY, SECRET_KEY = "accessKey1", "verySecretKey1"
+ACCESS_KEY2, SECRET_KEY2 = "accessKey2", "verySecretKey2"
+
+
+def make_client(endpoint: str, access: str = ACCESS_KEY, secret: str = SECRET_KEY, **config: object):
+    cfg = BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 1, "mode": "standard"},
+                     connect_timeout=10, read_timeout=60, **config)
+    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=access, aws_secret_access_key=secret,
+                        region_name="us-east-1", config=cfg)
+
+
+@pytest.fixture(scope="session")
+def servers_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("servers")
+
+
+@pytest.fixture(scope="session")
+def dmd(servers_dir: Path) -> Iterator[Dmd]:
+    d = start_dmd(servers_dir / "dmd")
+    yield d
+    d.stop()
+
+
+@pytest.fixture(scope="session")
+def file_gateway(servers_dir: Path, dmd: Dmd) -> Iterator[Gateway]:
+    g = start_gateway(servers_dir / "gw-file", dmd)
+    yield g
+    g.stop()
+
+
+@pytest.fixture(scope="session")
+def mem_gateway(servers_dir: Path) -> Iterator[Gateway]:
+    g = start_gateway(servers_dir / "gw-mem", None)
+    yield g
+    g.stop()
+
+
+@pytest.fixture(params=["file", "mem"])
+def gateway(request: pytest.FixtureRequest) -> Gateway:
+    """The same test against the file backend (dmd) and mem_backend."""
+    return request.getfixturevalue(f"{request.param}_gateway")
+
+
+@pytest.fixture
+def s3(gateway: Gateway):
+    return make_client(gateway.url)
+
+
+@pytest.fixture
+def s3_file(file_gateway: Gateway):
+    return make_client(file_gateway.url)
+
+
+@pytest.fixture
+def bucket_name() -> str:
+    return f"test-{uuid.uuid4().hex[:16]}"
+
+
+@pytest.fixture
+def bucket(s3, bucket_name: str) -> str:
+    s3.create_bucket(Bucket=bucket_name)
+    return bucket_name
