@@ -15,6 +15,7 @@ from shared.errors import S3Error
 from gateway.api.common import (check_conditions, check_write_conditions, delete_locations, find_object_md, get_object_md,
                                 object_headers, parse_range, stream_locations, user_metadata)
 from gateway.api.object_versions import delete_one, get_version_md, resolve_version_options
+from gateway.api.tagging import tags_from_header
 from gateway.auth.payload import VerifiedBody
 from gateway.context import RequestContext
 from gateway.models import EMPTY_MD5, BucketInfo, new_object_md
@@ -69,6 +70,7 @@ async def put_object(ctx: RequestContext) -> Response:
     bucket = await ctx.authorized_bucket()
     key = ctx.key or ""
     meta = user_metadata(ctx.headers)
+    tags = tags_from_header(ctx.headers.get("x-amz-tagging"))
     conditional = "if-none-match" in ctx.headers or "if-match" in ctx.headers
     if conditional:   # refuse early, before any data moves
         check_write_conditions(ctx.headers, await find_object_md(ctx, bucket.name, key), key)
@@ -78,6 +80,7 @@ async def put_object(ctx: RequestContext) -> Response:
                        location=location, data_store_name=object_location(bucket),
                        headers=ctx.headers, user_meta=meta)
     md.update(_checksum_fields(body))
+    md["tags"] = tags
     try:
         master = await find_object_md(ctx, bucket.name, key)
         if conditional:   # and again against what is there now, the body took time
@@ -117,6 +120,8 @@ def _response_headers(ctx: RequestContext, bucket: BucketInfo, md: dict[str, Any
     headers = object_headers(md, ctx.query)
     if bucket.versioning_status is not None:
         headers["x-amz-version-id"] = external_version_id(md)
+    if md.get("tags"):
+        headers["x-amz-tagging-count"] = str(len(md["tags"]))
     checksum = md.get("checksum")
     if checksum and ctx.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
         headers[f"x-amz-checksum-{checksum['checksumAlgorithm'].lower()}"] = checksum["checksumValue"]

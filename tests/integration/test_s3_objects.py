@@ -272,3 +272,31 @@ def test_healthcheck(gateway):
     assert r.status_code == 200
     assert r.json()["us-east-1"]["code"] == 200
     assert httpx.get(f"{gateway.url}/_/nothing").status_code == 400
+
+
+# ---------------------------------------------------------------- tagging
+
+def test_object_tagging_round_trip(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="t", Body=b"x", Tagging="a=1&b=two%20words")
+    assert s3.get_object(Bucket=bucket, Key="t")["TagCount"] == 2
+    tags = s3.get_object_tagging(Bucket=bucket, Key="t")["TagSet"]
+    assert {t["Key"]: t["Value"] for t in tags} == {"a": "1", "b": "two words"}
+    s3.put_object_tagging(Bucket=bucket, Key="t", Tagging={"TagSet": [{"Key": "k", "Value": "v"}]})
+    assert s3.get_object_tagging(Bucket=bucket, Key="t")["TagSet"] == [{"Key": "k", "Value": "v"}]
+    s3.delete_object_tagging(Bucket=bucket, Key="t")
+    assert s3.get_object_tagging(Bucket=bucket, Key="t")["TagSet"] == []
+    assert s3.get_object(Bucket=bucket, Key="t")["Body"].read() == b"x"
+
+
+def test_invalid_tags_are_rejected(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="t", Body=b"x")
+    too_many = [{"Key": f"k{i}", "Value": "v"} for i in range(11)]
+    with pytest.raises(ClientError) as exc:
+        s3.put_object_tagging(Bucket=bucket, Key="t", Tagging={"TagSet": too_many})
+    assert error_code(exc.value) == "InvalidTag"
+    with pytest.raises(ClientError) as exc:
+        s3.put_object_tagging(Bucket=bucket, Key="t", Tagging={"TagSet": [{"Key": "k" * 129, "Value": "v"}]})
+    assert error_code(exc.value) == "InvalidTag"
+    with pytest.raises(ClientError) as exc:
+        s3.put_object_tagging(Bucket=bucket, Key="missing", Tagging={"TagSet": []})
+    assert error_code(exc.value) == "NoSuchKey"
