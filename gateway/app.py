@@ -59,20 +59,20 @@ def error_response(err: S3Error, request_id: str, resource: str, head: bool) -> 
     return Response(to_bytes(doc), status_code=err.status, headers=headers, media_type="application/xml")
 
 
-def split_bucket_key(host: str, path: str, config: Config) -> tuple[str | None, str | None]:
-    """(bucket, key) from a virtual-hosted Host header or a path-style path."""
+def split_bucket_key(host: str, path: str, config: Config) -> tuple[str | None, str | None, bool]:
+    """(bucket, key, virtual-hosted?) from a virtual-hosted Host header or a path-style path."""
     hostname = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
     hostname = hostname.lower()
     for endpoint in config.rest_endpoints:
         if hostname.endswith("." + endpoint):
             bucket = hostname[: -len(endpoint) - 1]
             key = path[1:] if path.startswith("/") else path
-            return bucket, (key or None)
+            return bucket, (key or None), True
     trimmed = path[1:] if path.startswith("/") else path
     if not trimmed:
-        return None, None
+        return None, None, False
     bucket, _, key = trimmed.partition("/")
-    return bucket, (key or None)
+    return bucket, (key or None), False
 
 
 def _map_internal_error(exc: Exception) -> S3Error:
@@ -106,17 +106,14 @@ async def s3_endpoint(request: Request) -> Response:
             path = unquote(raw_path, errors="strict")
         except UnicodeDecodeError:
             raise S3Error("InvalidURI") from None
-        bucket, key = split_bucket_key(request.headers.get("host", ""), path, config)
+        bucket, key, virtual_hosted = split_bucket_key(request.headers.get("host", ""), path, config)
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
         headers = {k.lower(): v for k, v in request.headers.items()}
         if key is not None and len(key.encode()) > MAX_KEY_BYTES:
             raise S3Error("KeyTooLongError")
         target = "object" if key is not None else ("bucket" if bucket else "service")
         route = resolve(method, target, query, headers)
-        auth_req = AuthRequest(method=method, raw_path=raw_path,
-                               query_string=scope.get("query_string", b"").decode("latin-1"),
-                               headers=[(k.decode("latin-1").lower(), v.decode("latin-1"))
-                                        for k, v in scope["headers"]])
+        auth_req = AuthRequest.from_scope(scope, host_bucket=bucket if virtual_hosted else None)
         auth = authenticate(auth_req, config)
         if auth.account is None:
             raise S3Error("AccessDenied")

@@ -81,6 +81,11 @@ def users_bucket_value(creation_date: str) -> str:
     return json.dumps({"creationDate": creation_date, "ingestion": None})
 
 
+def stored_content_encoding(value: str) -> str:
+    """Content-Encoding without aws-chunked, which describes the upload, not the object."""
+    return ",".join(e.strip() for e in value.split(",") if e.strip() and e.strip().lower() != "aws-chunked")
+
+
 def new_object_md(key: str, owner_id: str, owner_name: str, *, size: int, md5: str,
                   location: list[dict[str, Any]] | None, data_store_name: str,
                   headers: dict[str, str], user_meta: dict[str, str]) -> dict[str, Any]:
@@ -90,7 +95,7 @@ def new_object_md(key: str, owner_id: str, owner_name: str, *, size: int, md5: s
         "owner-display-name": owner_name, "owner-id": owner_id,
         "cache-control": headers.get("cache-control", ""),
         "content-disposition": headers.get("content-disposition", ""),
-        "content-encoding": headers.get("content-encoding", ""),
+        "content-encoding": stored_content_encoding(headers.get("content-encoding", "")),
         "content-language": headers.get("content-language", ""),
         "expires": headers.get("expires", ""),
         "content-length": size, "content-type": headers.get("content-type", ""),

@@ -63,7 +63,7 @@ class Location:
 @dataclass(frozen=True)
 class AccessKey:
     access: str
-    secret: str
+    secret: str = field(repr=False)   # never in logs
 
 
 @dataclass(frozen=True)
