@@ -111,6 +111,9 @@ async def s3_endpoint(request: Request) -> Response:
         headers = {k.lower(): v for k, v in request.headers.items()}
         if key is not None and len(key.encode()) > MAX_KEY_BYTES:
             raise S3Error("KeyTooLongError")
+        if key is not None and "\x00" in key:
+            # NUL separates a key from its version id in the metadata key space.
+            raise S3Error("InvalidArgument", "Object key names may not contain a NUL character")
         target = "object" if key is not None else ("bucket" if bucket else "service")
         route = resolve(method, target, query, headers)
         auth_req = AuthRequest.from_scope(scope, host_bucket=bucket if virtual_hosted else None)

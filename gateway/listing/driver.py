@@ -1,0 +1,117 @@
+"""Runs a listing algorithm over metadata read streams: skip-ahead, early stop, stream closing.
+
+`open_stream(options)` is the metadata read stream of one sublevel (in production
+`functools.partial(metadata_client.read_stream, [bucket])`): an async iterator of {"key", "value"}
+in key order, honouring gt/gte/lt/lte. The driver reads only what the page needs: it stops at the
+algorithm's FILTER_END (one look-ahead entry past the page) and, when the algorithm reports a run
+of keys it would only skip (a folder already returned as a common prefix, the versions of a key),
+it closes the stream and opens a new one past that run. Every stream it opens is closed (aclose())
+before it returns or raises.
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Union
+
+from gateway.listing.common import FILTER_END, FILTER_SKIP, Entry, ListingAlgorithm, SkipHint
+from shared.log import get_logger, log_event
+
+logger = get_logger(__name__)
+
+_LOWER_BOUNDS = ("gt", "gte")
+_UPPER_BOUNDS = ("lt", "lte")
+
+OpenStream = Callable[[dict[str, str]], Union[AsyncIterator[Entry], Awaitable[AsyncIterator[Entry]]]]
+
+
+@dataclass
+class ListingStats:
+    """What one listing cost at the source: entries received and streams opened."""
+    entries_read: int = 0
+    streams_opened: int = 0
+
+
+def range_is_empty(params: dict[str, str]) -> bool:
+    """True when no key can satisfy the bounds (byte order; `str` order is the same for valid text)."""
+    for low_name in _LOWER_BOUNDS:
+        low = params.get(low_name)
+        if low is None:
+            continue
+        for high_name in _UPPER_BOUNDS:
+            high = params.get(high_name)
+            if high is None:
+                continue
+            # Only gte..lte admits the single key low == high.
+            if low > high or (low == high and (low_name, high_name) != ("gte", "lte")):
+                return True
+    return False
+
+
+def _params_after(params: dict[str, str], gte: str) -> dict[str, str]:
+    """The same range restarted at `gte` (always past everything read so far)."""
+    restarted = {name: value for name, value in params.items() if name in _UPPER_BOUNDS}
+    restarted["gte"] = gte
+    return restarted
+
+
+async def _close(stream: AsyncIterator[Entry]) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is None:
+        return
+    try:
+        await aclose()
+    except Exception as exc:  # closing is best effort; never hide the listing's own outcome
+        log_event(logger, logging.WARNING, "listing stream close failed", error=repr(exc))
+
+
+async def list_entries(open_stream: OpenStream, algorithm: ListingAlgorithm,
+                       stats: ListingStats | None = None) -> dict[str, Any]:
+    """Feeds `algorithm` from `open_stream` and returns `algorithm.result()`.
+
+    Stream errors propagate (the gateway answers InternalError); the stream is closed either way.
+    """
+    stats = stats if stats is not None else ListingStats()
+    params = algorithm.gen_params()
+    if algorithm.max_keys <= 0 or params is None or range_is_empty(params):
+        return algorithm.result()
+    while params is not None:
+        stream = open_stream(dict(params))
+        if inspect.isawaitable(stream):
+            stream = await stream
+        stats.streams_opened += 1
+        next_params: dict[str, str] | None = None
+        current_hint: SkipHint | None = None
+        skipped_under_hint = 0
+        try:
+            async for entry in stream:
+                stats.entries_read += 1
+                code = algorithm.filter(entry)
+                if code == FILTER_END:
+                    break
+                hint = algorithm.skip_hint()
+                if hint is None:
+                    current_hint = None
+                    continue
+                if hint != current_hint:
+                    current_hint, skipped_under_hint = hint, 0
+                elif code == FILTER_SKIP:
+                    skipped_under_hint += 1
+                if skipped_under_hint < hint.after:
+                    continue
+                if hint.gte is None:
+                    break  # nothing sorts after the run being skipped
+                if hint.gte <= entry["key"]:
+                    continue  # a hint must move forward; read on rather than loop
+                restarted = _params_after(params, hint.gte)
+                if not range_is_empty(restarted):
+                    next_params = restarted
+                break
+        finally:
+            await _close(stream)
+        params = next_params
+    log_event(logger, logging.DEBUG, "listing done", algorithm=type(algorithm).__name__,
+              entries_read=stats.entries_read, streams_opened=stats.streams_opened)
+    return algorithm.result()
