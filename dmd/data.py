@@ -1,0 +1,572 @@
+"""The dmd data service: the on-disk blob store and its `/DataFile` REST server (port 9991).
+
+This module owns:
+- `DataFileStore`: blobs as files at `<dataPath>/<hash(key) % 3511>/<key>` (the
+  reference's layout, so an existing `localData` stays readable). Uploads stream
+  into `<dataPath>/.tmp/`, are fsynced, then renamed into place and the folder
+  fsynced: a blob is either complete and durable or invisible. Leftover temp
+  files (a crash mid-upload) are removed at start.
+- `make_data_app(store)`: the aiohttp application speaking the reference's
+  `/DataFile` protocol (dmd-protocol.md section 6), with keys restricted to
+  exactly 40 lowercase hex characters for GET/DELETE.
+- `start_data_server(config, host, port)`: what `dmd/__main__.py` calls.
+- `python -m dmd.data [--bind H] [--port P]`: the data daemon alone (debugging,
+  tests and benchmarks).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+from pathlib import Path
+from typing import IO, AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from shared.config import Config, load_config
+from shared.log import get_logger, log_event, setup_logging
+from shared.metastore.errors import MetadataError, obj_not_found
+
+# --- protocol constants (dmd-protocol.md section 6) --------------------------------------------
+SERVICE_PATH = "/DataFile"
+FOLDER_HASH = 3511  # prime; must never change on existing data
+KEY_BYTES = 20  # the server's keys: 20 random bytes as 40 hex chars
+KEY_RE = re.compile(r"[0-9a-f]{%d}" % (2 * KEY_BYTES))
+URL_RE = re.compile(r"^(/[a-zA-Z0-9]+)(/([0-9a-f]*))?$")
+RANGE_RE = re.compile(r"^bytes=([0-9]+)?-([0-9]+)?$")
+DISK_USAGE_QUERY = "diskUsage"
+REQUEST_UIDS_HEADER = "X-Scal-Request-Uids"
+KEEPALIVE_TIMEOUT_S = 60.0
+
+# --- implementation choices ---------------------------------------------------------------------
+TMP_DIR_NAME = ".tmp"  # cannot collide with a numeric folder or a hex key
+WRITE_BATCH_BYTES = 1 << 20  # body bytes gathered before one write(2) in a worker thread
+READ_CHUNK_BYTES = 1 << 20  # read size when sendfile is not available
+BODY_IDLE_TIMEOUT_S = 60.0  # an upload that sends nothing for this long is dropped
+
+log = get_logger("dmd.data")
+STORE_KEY: web.AppKey[DataFileStore] = web.AppKey("store")
+
+
+# --- layout --------------------------------------------------------------------------------------
+def djb2_xor_hash(key: str) -> int:
+    """The reference's folder hash: djb2-xor over the characters from last to first, as uint32.
+
+    Masking to 32 bits at every step equals JavaScript's int32 arithmetic followed by `>>> 0`.
+    """
+    h = 5381
+    for ch in reversed(key):
+        h = ((h * 33) & 0xFFFFFFFF) ^ ord(ch)
+    return h
+
+
+def key_folder(key: str) -> int:
+    return djb2_xor_hash(key) % FOLDER_HASH
+
+
+def is_valid_key(key: str) -> bool:
+    return KEY_RE.fullmatch(key) is not None
+
+
+def new_key() -> str:
+    return os.urandom(KEY_BYTES).hex()
+
+
+def _fs_error(call: str, exc: OSError) -> MetadataError:
+    name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+    return MetadataError("InternalError", 500, f"filesystem error: {call}() returned {name}")
+
+
+def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    """write(2) until done; a failure becomes the reference's InternalError."""
+    view = memoryview(data)
+    try:
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+    except OSError as exc:
+        raise _fs_error("write", exc) from exc
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --- the store -----------------------------------------------------------------------------------
+class DataFileStore:
+    """Blobs on disk. All blocking filesystem calls run in the loop's default thread pool."""
+
+    def __init__(self, data_path: str | os.PathLike[str], no_sync: bool = False) -> None:
+        self.data_path = Path(data_path)
+        self.tmp_path = self.data_path / TMP_DIR_NAME
+        self.no_sync = no_sync
+
+    # setup / maintenance
+    async def setup(self) -> None:
+        """Create the data path, the temp folder and the 3511 folders; drop leftover temp files."""
+        await asyncio.to_thread(self._setup_sync)
+        removed = await self.cleanup_temp()
+        if removed:
+            log_event(log, logging.WARNING, "removed leftover temporary upload files", count=removed,
+                      dataPath=str(self.data_path))
+
+    def _setup_sync(self) -> None:
+        self.data_path.mkdir(parents=True, exist_ok=True)
+        if not os.access(self.data_path, os.R_OK | os.W_OK | os.X_OK):
+            raise PermissionError(f"data path {self.data_path} is not readable and writable")
+        self.tmp_path.mkdir(exist_ok=True)
+        # One listing first: a restart over existing data then creates nothing.
+        existing = {entry.name for entry in os.scandir(self.data_path)}
+        for i in range(FOLDER_HASH):
+            if str(i) not in existing:
+                try:
+                    os.mkdir(self.data_path / str(i))
+                except FileExistsError:
+                    pass
+
+    async def cleanup_temp(self) -> int:
+        """Remove every temp file (uploads a crash interrupted). Only safe while no upload runs."""
+        return await asyncio.to_thread(self._cleanup_temp_sync)
+
+    def _cleanup_temp_sync(self) -> int:
+        removed = 0
+        try:
+            entries = list(os.scandir(self.tmp_path))
+        except FileNotFoundError:
+            return 0
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+                removed += 1
+            except FileNotFoundError:
+                pass
+        return removed
+
+    def path_for(self, key: str) -> Path:
+        if not is_valid_key(key):
+            raise MetadataError("InvalidURI", 400, "malformed URI")
+        return self.data_path / str(key_folder(key)) / key
+
+    # write
+    async def put_stream(self, chunks: AsyncIterator[bytes], expected_size: int | None = None) -> str:
+        """Store the body `chunks` yields; return its new key once it is durable.
+
+        If `chunks` raises, or the total differs from `expected_size`, nothing is
+        stored and the error propagates (IncompleteBody for a size mismatch).
+        Filesystem failures raise MetadataError InternalError. Memory use is
+        bounded by two write batches whatever the body size.
+        """
+        loop = asyncio.get_running_loop()
+        key = new_key()
+        tmp = self.tmp_path / key
+        final = self.path_for(key)
+        try:
+            fd = await asyncio.to_thread(
+                os.open, tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise _fs_error("open", exc) from exc
+        # A write running in a thread must finish before its fd is closed (a reused fd
+        # number would receive the rest of the bytes), so thread futures are shielded
+        # and the fd is closed by whichever future runs last.
+        pending: asyncio.Future[None] | None = None
+        fd_owned = True
+        committed = False
+        buf = bytearray()
+        total = 0
+        try:
+            async for chunk in chunks:
+                total += len(chunk)
+                if expected_size is not None and total > expected_size:
+                    raise MetadataError("IncompleteBody", 400, "body longer than Content-Length")
+                buf += chunk
+                if len(buf) >= WRITE_BATCH_BYTES:
+                    if pending is not None:
+                        await asyncio.shield(pending)
+                    data, buf = buf, bytearray()
+                    pending = loop.run_in_executor(None, _write_all, fd, data)
+            if pending is not None:
+                await asyncio.shield(pending)
+            if expected_size is not None and total != expected_size:
+                raise MetadataError("IncompleteBody", 400,
+                                    f"received {total} bytes, Content-Length said {expected_size}")
+            fd_owned = False  # _commit closes it, whatever happens
+            await asyncio.shield(loop.run_in_executor(None, self._commit, fd, buf, tmp, final))
+            committed = True
+            return key
+        finally:
+            if not committed:
+                self._abandon(tmp, fd if fd_owned else None, pending)
+
+    def _commit(self, fd: int, tail: bytearray, tmp: Path, final: Path) -> None:
+        call = "write"
+        try:
+            try:
+                if tail:
+                    _write_all(fd, tail)
+                call = "fsync"
+                if not self.no_sync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            call = "rename"
+            os.rename(tmp, final)
+            call = "fsync"
+            if not self.no_sync:
+                # rename(2) is durable only once the folder is; without this a crash
+                # could lose a blob the client was told exists.
+                _fsync_dir(final.parent)
+        except OSError as exc:
+            raise _fs_error(call, exc) from exc
+
+    @staticmethod
+    def _abandon(tmp: Path, fd: int | None, pending: asyncio.Future[None] | None) -> None:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # cleanup_temp at next start removes it
+            log_event(log, logging.ERROR, "cannot remove temporary upload file", path=str(tmp), error=str(exc))
+        if fd is None:
+            return
+        if pending is not None and not pending.done():
+            pending.add_done_callback(lambda _f: os.close(fd))
+        else:
+            os.close(fd)
+
+    # read / delete
+    async def open_blob(self, key: str) -> tuple[IO[bytes], int]:
+        """Open a blob for reading: (binary file, size). The caller closes the file.
+
+        Reading from the open file keeps working even if the blob is deleted meanwhile.
+        """
+        path = self.path_for(key)
+
+        def _open() -> tuple[IO[bytes], int]:
+            f = open(path, "rb")
+            try:
+                return f, os.fstat(f.fileno()).st_size
+            except BaseException:
+                f.close()
+                raise
+
+        try:
+            return await asyncio.to_thread(_open)
+        except FileNotFoundError as exc:
+            raise obj_not_found() from exc
+        except OSError as exc:
+            raise _fs_error("open", exc) from exc
+
+    async def stat(self, key: str) -> int:
+        """Size of a blob; ObjNotFound when absent."""
+        path = self.path_for(key)
+        try:
+            return (await asyncio.to_thread(os.stat, path)).st_size
+        except FileNotFoundError as exc:
+            raise obj_not_found() from exc
+        except OSError as exc:
+            raise _fs_error("stat", exc) from exc
+
+    async def delete(self, key: str) -> None:
+        """Unlink a blob; ObjNotFound when absent.
+
+        The folder is not fsynced: a delete lost in a crash resurrects an
+        unreferenced blob (a leak), never loses data.
+        """
+        path = self.path_for(key)
+        try:
+            await asyncio.to_thread(os.unlink, path)
+        except FileNotFoundError as exc:
+            raise obj_not_found() from exc
+        except OSError as exc:
+            raise _fs_error("unlink", exc) from exc
+
+    async def disk_usage(self) -> dict[str, int]:
+        try:
+            st = await asyncio.to_thread(os.statvfs, self.data_path)
+        except OSError as exc:
+            raise _fs_error("statvfs", exc) from exc
+        return {"available": st.f_bavail * st.f_frsize, "free": st.f_bfree * st.f_frsize,
+                "total": st.f_blocks * st.f_frsize}
+
+
+# --- HTTP ----------------------------------------------------------------------------------------
+_URI_RESERVED = set(";/?:@&=+$,#")
+_PCT_RUN_RE = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
+
+
+def decode_uri(s: str) -> str:
+    """JavaScript's decodeURI: %XX runs decoded as UTF-8, reserved characters left escaped.
+
+    Raises ValueError where decodeURI throws URIError (bad escape, invalid UTF-8).
+    """
+    out: list[str] = []
+    pos = 0
+    for m in _PCT_RUN_RE.finditer(s):
+        if "%" in s[pos:m.start()]:
+            raise ValueError("malformed percent escape")
+        out.append(s[pos:m.start()])
+        escapes = m.group(0)
+        decoded = bytes.fromhex(escapes.replace("%", "")).decode("utf-8")  # UnicodeDecodeError is a ValueError
+        i = 0  # index into escapes, 3 chars per byte
+        for ch in decoded:
+            width = len(ch.encode("utf-8"))
+            out.append(escapes[i:i + 3] if ch in _URI_RESERVED else ch)
+            i += 3 * width
+        pos = m.end()
+    if "%" in s[pos:]:
+        raise ValueError("malformed percent escape")
+    out.append(s[pos:])
+    return "".join(out)
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The reference's single-range semantics: (first, last) inclusive, None for the whole blob.
+
+    Raises MetadataError InvalidRange (416) when unsatisfiable; anything not of the
+    single `bytes=` form (multi-range included) is ignored, as in the original.
+    """
+    if header is None:
+        return None
+    m = RANGE_RE.match(header.strip())
+    if m is None:
+        return None
+    first, last = m.group(1), m.group(2)
+    if first is None and last is None:
+        return None
+    if first is None:  # suffix: the last n bytes
+        n = int(last)  # type: ignore[arg-type]
+        if n == 0:
+            raise MetadataError("InvalidRange", 416, "The requested range is not satisfiable")
+        if size == 0:
+            return None
+        return max(size - n, 0), size - 1
+    start = int(first)
+    if last is not None and start > int(last):
+        return None
+    if start >= size:
+        raise MetadataError("InvalidRange", 416, "The requested range is not satisfiable")
+    end = size - 1 if last is None else min(int(last), size - 1)
+    return start, end
+
+
+def error_response(err: MetadataError, headers: dict[str, str] | None = None) -> web.Response:
+    body = json.dumps({"errorType": err.type, "errorMessage": err.description}, separators=(",", ":"))
+    return web.Response(status=err.code, body=(body + "\n").encode(), headers=headers)
+
+
+async def _body_chunks(request: web.Request, idle_timeout: float) -> AsyncIterator[bytes]:
+    content = request.content
+    while True:
+        async with asyncio.timeout(idle_timeout):
+            chunk = await content.readany()
+        if not chunk:
+            return
+        yield chunk
+
+
+async def _send_range(request: web.Request, resp: web.StreamResponse, f: IO[bytes], offset: int,
+                      count: int) -> None:
+    """Zero-copy sendfile(2) when the transport allows it, else reads in a thread."""
+    transport = request.transport
+    if transport is None:
+        raise ConnectionResetError("connection lost")
+    try:
+        await asyncio.get_running_loop().sendfile(transport, f, offset, count, fallback=False)
+        return
+    except (NotImplementedError, RuntimeError):  # e.g. TLS or uvloop without sendfile
+        pass
+    f.seek(offset)
+    while count > 0:
+        chunk = await asyncio.to_thread(f.read, min(READ_CHUNK_BYTES, count))
+        if not chunk:
+            raise ConnectionResetError("blob shorter than its size")  # cannot happen: fd stays valid
+        await resp.write(chunk)
+        count -= len(chunk)
+
+
+class _DataHandler:
+    def __init__(self, store: DataFileStore, body_idle_timeout: float) -> None:
+        self.store = store
+        self.body_idle_timeout = body_idle_timeout
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        try:
+            if request.method == "GET" and request.raw_path == f"{SERVICE_PATH}?{DISK_USAGE_QUERY}":
+                return await self._disk_usage()
+            if request.method not in ("GET", "PUT", "DELETE"):
+                raise MetadataError("MethodNotAllowed", 405, "The specified method is not allowed")
+            key = self._parse_url(request)
+            if request.method == "PUT":
+                return await self._put(request)
+            if request.method == "GET":
+                return await self._get(request, key)
+            await self.store.delete(key)
+            return web.Response(status=204)
+        except MetadataError as err:
+            if err.code >= 500:
+                log_event(log, logging.ERROR, "data request failed", method=request.method,
+                          path=request.raw_path, error=err.description,
+                          reqUids=request.headers.get(REQUEST_UIDS_HEADER))
+            headers = {"Allow": "GET, PUT, DELETE"} if err.code == 405 else None
+            return error_response(err, headers)
+        except Exception as exc:  # a bug must still answer in the protocol's shape, without a trace
+            log.exception("data request crashed", extra={"fields": {"method": request.method,
+                                                                     "path": request.raw_path}})
+            resp = error_response(MetadataError("InternalError", 500, f"internal error: {type(exc).__name__}"))
+            resp.force_close()
+            return resp
+
+    @staticmethod
+    def _parse_url(request: web.Request) -> str:
+        """The key ('' for PUT) or the reference's 400 for each URL problem."""
+        try:
+            path = decode_uri(request.raw_path)
+        except ValueError:
+            raise MetadataError("InvalidURI", 400, "malformed URI") from None
+        m = URL_RE.match(path)
+        if m is None:
+            raise MetadataError("InvalidURI", 400, "malformed URI")
+        if m.group(1) != SERVICE_PATH:
+            raise MetadataError("InvalidAction", 400, "unsupported service")
+        key = m.group(3) or ""
+        if request.method == "PUT":
+            if key:
+                raise MetadataError("InvalidURI", 400, "PUT takes no key: the server names the blob")
+            return ""
+        if not key:
+            raise MetadataError("MissingParameter", 400, "missing key")
+        if not is_valid_key(key):
+            # Stricter than the reference ([0-9a-f]*): only keys this server can have made.
+            raise MetadataError("InvalidURI", 400, "malformed URI")
+        return key
+
+    async def _disk_usage(self) -> web.Response:
+        usage = await self.store.disk_usage()
+        return web.Response(status=200, body=json.dumps(usage, separators=(",", ":")).encode())
+
+    async def _put(self, request: web.Request) -> web.Response:
+        chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+        length_header = request.headers.get("Content-Length")
+        if length_header is None and not chunked:
+            raise MetadataError("MissingContentLength", 411, "You must provide the Content-Length HTTP header.")
+        expected: int | None = None
+        if length_header is not None and not chunked:
+            if not length_header.strip().isdigit():
+                raise MetadataError("InvalidInput", 400, "Content-Length is not a number")
+            expected = int(length_header)
+        try:
+            key = await self.store.put_stream(_body_chunks(request, self.body_idle_timeout), expected)
+        except MetadataError as err:
+            resp = error_response(err)
+        except TimeoutError:
+            resp = error_response(MetadataError("RequestTimeout", 400, "no body data received in time"))
+        except Exception as exc:  # the body stream broke: client went away, bad chunking...
+            log_event(log, logging.INFO, "upload aborted", error=repr(exc),
+                      reqUids=request.headers.get(REQUEST_UIDS_HEADER))
+            resp = error_response(MetadataError("IncompleteBody", 400, "the request body was cut short"))
+        else:
+            return web.Response(status=201, headers={"Location": f"{SERVICE_PATH}/{key}"})
+        # The rest of the body, if any, is not worth reading: drop the connection.
+        resp.force_close()
+        return resp
+
+    async def _get(self, request: web.Request, key: str) -> web.StreamResponse:
+        f, size = await self.store.open_blob(key)
+        try:
+            try:
+                byte_range = parse_range(request.headers.get("Range"), size)
+            except MetadataError as err:
+                return error_response(err, {"Content-Range": f"bytes */{size}"})
+            headers = {"Accept-Ranges": "bytes"}
+            if byte_range is None:
+                status, offset, count = 200, 0, size
+            else:
+                status, offset, count = 206, byte_range[0], byte_range[1] - byte_range[0] + 1
+                headers["Content-Range"] = f"bytes {byte_range[0]}-{byte_range[1]}/{size}"
+            resp = web.StreamResponse(status=status, headers=headers)
+            resp.content_length = count
+            await resp.prepare(request)
+            if count:
+                try:
+                    await _send_range(request, resp, f, offset, count)
+                except ConnectionError:
+                    resp.force_close()  # the client left mid-body
+                    return resp
+            await resp.write_eof()
+            return resp
+        finally:
+            f.close()
+
+
+def make_data_app(store: DataFileStore, *, body_idle_timeout: float = BODY_IDLE_TIMEOUT_S) -> web.Application:
+    """The /DataFile application over `store` (which must already be set up)."""
+    data_handler = _DataHandler(store, body_idle_timeout)
+
+    @web.middleware
+    async def dispatch(request: web.Request, handler: Callable[..., Awaitable[web.StreamResponse]]
+                       ) -> web.StreamResponse:
+        # Every request goes to the one handler, even targets aiohttp's router cannot
+        # match (`OPTIONS *`), so every answer has the protocol's error body.
+        return await data_handler(request)
+
+    app = web.Application(middlewares=[dispatch])
+    app[STORE_KEY] = store
+    return app
+
+
+async def start_data_server(config: Config, host: str, port: int, *,
+                            body_idle_timeout: float = BODY_IDLE_TIMEOUT_S) -> web.AppRunner:
+    """Set up the store at config.data_path and listen on host:port (0 = any free port).
+
+    Returns the started runner; `runner.addresses[0][1]` is the bound port and
+    `await runner.cleanup()` stops it.
+    """
+    store = DataFileStore(config.data_path, no_sync=config.data_no_sync)
+    await store.setup()
+    runner = web.AppRunner(make_data_app(store, body_idle_timeout=body_idle_timeout),
+                           keepalive_timeout=KEEPALIVE_TIMEOUT_S, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    log_event(log, logging.INFO, "data server listening", host=host, port=runner.addresses[0][1],
+              dataPath=str(store.data_path), noSync=store.no_sync)
+    return runner
+
+
+async def _serve_forever(config: Config, host: str, port: int) -> None:
+    runner = await start_data_server(config, host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m dmd.data`: only the data daemon."""
+    config = load_config()
+    parser = argparse.ArgumentParser(prog="python -m dmd.data", description="dmd data daemon (/DataFile)")
+    parser.add_argument("--bind", default=config.data_daemon.bind_address)
+    parser.add_argument("--port", type=int, default=config.data_daemon.port)
+    args = parser.parse_args(argv)
+    setup_logging(config.log_level)
+    asyncio.run(_serve_forever(config, args.bind, args.port))
+
+
+if __name__ == "__main__":
+    main()
