@@ -37,7 +37,7 @@ test_slow: $(STAMP)
 	$(PY) -m pytest -q -m slow tests
 
 lint: $(STAMP)
-	$(PY) -m compileall -q shared dmd gateway tests
+	$(PY) -m ruff check --select F,E9 shared dmd gateway tests
 
 bench: $(STAMP)
 	$(PY) -m tests.bench

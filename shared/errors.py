@@ -31,6 +31,7 @@ _CATALOGUE: dict[str, tuple[int, str]] = {
     "InvalidObjectState": (403, "The operation is not valid for the current state of the object."),
     "InvalidPart": (400, "One or more of the specified parts could not be found. The part may not have been uploaded, or the specified entity tag may not match the part's entity tag."),
     "InvalidPartOrder": (400, "The list of parts was not in ascending order. The parts list must be specified in order by part number."),
+    "InvalidPartNumber": (416, "The requested partnumber is not satisfiable"),
     "InvalidPolicyDocument": (400, "The content of the form does not meet the conditions specified in the policy document."),
     "InvalidRange": (416, "The requested range is not satisfiable"),
     "InvalidRequest": (400, "Invalid Request"),

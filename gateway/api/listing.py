@@ -45,7 +45,7 @@ def parse_max_keys(query: dict[str, str], name: str = "max-keys") -> tuple[int, 
     return min(value, LISTING_HARD_LIMIT), raw
 
 
-def _encoder(query: dict[str, str]):
+def url_encoder(query: dict[str, str]):
     enc = query.get("encoding-type")
     if enc is not None and enc.lower() != "url":
         raise S3Error("InvalidArgument", "Invalid Encoding Method specified in Request",
@@ -83,7 +83,7 @@ def _content(parent: Any, key: str, md: dict[str, Any], enc, with_owner: bool) -
 async def _list_masters(ctx: RequestContext, v2: bool) -> Response:
     bucket = await ctx.authorized_bucket()
     q = ctx.query
-    enc = _encoder(q)
+    enc = url_encoder(q)
     max_keys, max_keys_raw = parse_max_keys(q)
     prefix, delimiter = q.get("prefix", ""), q.get("delimiter") or None
     params: dict[str, Any] = {"prefix": prefix, "delimiter": delimiter, "max_keys": max_keys, "v2": v2}
@@ -149,7 +149,7 @@ async def list_objects_v2(ctx: RequestContext) -> Response:
 async def list_object_versions(ctx: RequestContext) -> Response:
     bucket = await ctx.authorized_bucket()
     q = ctx.query
-    enc = _encoder(q)
+    enc = url_encoder(q)
     max_keys, max_keys_raw = parse_max_keys(q)
     prefix, delimiter = q.get("prefix", ""), q.get("delimiter") or None
     key_marker = q.get("key-marker") or None
@@ -176,8 +176,7 @@ async def list_object_versions(ctx: RequestContext) -> Response:
     if result.get("NextKeyMarker") is not None:
         sub(doc, "NextKeyMarker", enc(result["NextKeyMarker"]))
     if result.get("NextVersionIdMarker") is not None:
-        nv = result["NextVersionIdMarker"]
-        sub(doc, "NextVersionIdMarker", nv if nv == versionid.EXTERNAL_NULL else versionid.encode(nv))
+        sub(doc, "NextVersionIdMarker", _next_version_id_marker(result))
     sub(doc, "MaxKeys", max_keys_raw)
     if delimiter:
         sub(doc, "Delimiter", enc(delimiter))
@@ -204,6 +203,17 @@ async def list_object_versions(ctx: RequestContext) -> Response:
     for cp in result["CommonPrefixes"]:
         sub(sub(doc, "CommonPrefixes"), "Prefix", enc(cp))
     return xml_response(doc)
+
+
+def _next_version_id_marker(result: dict[str, Any]) -> str:
+    """The external form of the page's last version id: "null" for a null version (whose internal id
+    is real, e.g. the max-epoch id of a pre-versioning object), so the next page resumes through
+    `_null_version_marker` exactly as ListObjectVersions shows that version."""
+    nv = result["NextVersionIdMarker"]
+    last = result["Versions"][-1] if result["Versions"] else None
+    if last is not None and last["versionId"] == nv:
+        return external_version_id(json.loads(last["value"]))
+    return nv if nv == versionid.EXTERNAL_NULL else versionid.encode(nv)
 
 
 async def _null_version_marker(ctx: RequestContext, bucket: BucketInfo, key: str) -> str | None:

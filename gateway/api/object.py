@@ -15,6 +15,7 @@ from shared.errors import S3Error
 from gateway.api.common import (check_conditions, check_write_conditions, delete_locations, find_object_md, get_object_md,
                                 object_headers, parse_range, stream_locations, user_metadata)
 from gateway.api.object_versions import delete_one, get_version_md, resolve_version_options
+from gateway.api.parts import parse_part_number, part_range
 from gateway.api.tagging import tags_from_header
 from gateway.auth.payload import VerifiedBody
 from gateway.context import RequestContext
@@ -128,23 +129,35 @@ def _response_headers(ctx: RequestContext, bucket: BucketInfo, md: dict[str, Any
     return headers
 
 
+def _selected_bytes(ctx: RequestContext, md: dict[str, Any], headers: dict[str, str]) -> tuple[int, int, int]:
+    """(first, last, status) of a GET/HEAD, from the Range header or ?partNumber; sets Content-Range."""
+    size = int(md.get("content-length", 0))
+    if "partNumber" in ctx.query:
+        if "range" in ctx.headers:
+            raise S3Error("InvalidRequest", "Cannot specify both Range header and partNumber query parameter")
+        first, last, count = part_range(md, parse_part_number(ctx.query["partNumber"]))
+        if md.get("uploadId"):
+            headers["x-amz-mp-parts-count"] = str(count)
+        if size == 0:
+            return 0, -1, 200
+    else:
+        byte_range = parse_range(ctx.headers.get("range"), size)
+        if byte_range is None:
+            return 0, size - 1, 200
+        first, last = byte_range
+    headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+    # A checksum describes the whole object, not a range of it.
+    for name in [h for h in headers if h.startswith("x-amz-checksum-")]:
+        del headers[name]
+    return first, last, 206
+
+
 @action("GetObject")
 async def get_object(ctx: RequestContext) -> Response:
     bucket, md = await _read_target(ctx)
     check_conditions(ctx.headers, md.get("content-md5", ""), md["last-modified"])
-    size = int(md.get("content-length", 0))
     headers = _response_headers(ctx, bucket, md)
-    byte_range = parse_range(ctx.headers.get("range"), size)
-    if byte_range is None:
-        first, last, status = 0, size - 1, 200
-        headers.pop("x-amz-checksum-mode", None)
-    else:
-        first, last = byte_range
-        status = 206
-        headers["Content-Range"] = f"bytes {first}-{last}/{size}"
-        # A checksum describes the whole object, not a range of it.
-        for name in [h for h in headers if h.startswith("x-amz-checksum-")]:
-            del headers[name]
+    first, last, status = _selected_bytes(ctx, md, headers)
     headers["Content-Length"] = str(last - first + 1)
     return StreamingResponse(stream_locations(ctx, md.get("location"), first, last),
                              status_code=status, headers=headers)
@@ -155,14 +168,9 @@ async def head_object(ctx: RequestContext) -> Response:
     bucket, md = await _read_target(ctx)
     check_conditions(ctx.headers, md.get("content-md5", ""), md["last-modified"])
     headers = _response_headers(ctx, bucket, md)
-    size = int(md.get("content-length", 0))
-    byte_range = parse_range(ctx.headers.get("range"), size)
-    if byte_range is not None:
-        headers["Content-Range"] = f"bytes {byte_range[0]}-{byte_range[1]}/{size}"
-        headers["Content-Length"] = str(byte_range[1] - byte_range[0] + 1)
-        return Response(status_code=206, headers=headers)
-    headers["Content-Length"] = str(size)
-    return Response(status_code=200, headers=headers)
+    first, last, status = _selected_bytes(ctx, md, headers)
+    headers["Content-Length"] = str(last - first + 1)
+    return Response(status_code=status, headers=headers)
 
 
 @action("DeleteObject")

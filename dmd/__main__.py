@@ -1,0 +1,113 @@
+"""`python -m dmd`: the data-metadata daemon, both services in one process.
+
+Owns the daemon's start-up and shutdown: reads the Config, opens the metadata
+store (RocksDB under S3METADATAPATH; a corrupt or unreadable directory stops
+the daemon with exit code 1, never a silent re-initialisation), starts the
+metadata RPC server (dmd/metadata.py, default 9990) and the /DataFile REST
+server (dmd/data.py, default 9991) on one event loop, and on SIGTERM/SIGINT
+stops serving and closes the store so every acknowledged write is flushed.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from typing import Any
+
+from dmd.data import start_data_server
+from dmd.metadata import MetadataServer
+from shared.config import Config, ConfigError, load_config
+from shared.log import get_logger, log_event, setup_logging
+from shared.metastore import MetaStore, RocksKV
+
+logger = get_logger("dmd")
+
+EXIT_STARTUP_FAILURE = 1
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m dmd", description="S3 data-metadata daemon")
+    parser.add_argument("--metadata-port", type=int, help="socket.io metadata port (config metadataDaemon.port)")
+    parser.add_argument("--data-port", type=int, help="REST /DataFile port (config dataDaemon.port)")
+    parser.add_argument("--bind", help="bind address of both services (config *Daemon.bindAddress, LISTEN_ADDR)")
+    return parser.parse_args(argv)
+
+
+def open_store(config: Config) -> Any:
+    """The MetaStore over RocksDB at config.metadata_path (raises if the directory is unusable)."""
+    kv = RocksKV(config.metadata_path)
+    return MetaStore(kv, metadata_path=config.metadata_path, replication_group_id=config.replication_group_id,
+                     write_batch_max_ops=config.metadata_daemon.write_batch_max_ops)
+
+
+async def serve(config: Config, args: argparse.Namespace) -> int:
+    md_host = args.bind or config.metadata_daemon.bind_address
+    dd_host = args.bind or config.data_daemon.bind_address
+    md_port = args.metadata_port if args.metadata_port is not None else config.metadata_daemon.port
+    dd_port = args.data_port if args.data_port is not None else config.data_daemon.port
+    try:
+        store = open_store(config)
+    except Exception as err:
+        print(f"dmd: cannot open the metadata store in {config.metadata_path}: {type(err).__name__}: {err}",
+              file=sys.stderr)
+        return EXIT_STARTUP_FAILURE
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    server = MetadataServer(store, stream_max_pending_ack=config.metadata_daemon.stream_max_pending_ack,
+                            stream_ack_timeout_ms=config.metadata_daemon.stream_ack_timeout_ms)
+    data_runner = None
+    try:
+        step = f"cannot listen for metadata on {md_host}:{md_port}"
+        md_port = _bound_port(await server.start(md_host, md_port))
+        step = f"cannot start the data server ({config.data_path}, {dd_host}:{dd_port})"
+        data_runner = await start_data_server(config, dd_host, dd_port)
+        dd_port = _bound_port(data_runner)
+    except Exception as err:
+        print(f"dmd: {step}: {type(err).__name__}: {err}", file=sys.stderr)
+        await server.close()
+        await store.close()
+        return EXIT_STARTUP_FAILURE
+    line = f"dmd listening metadata={md_host}:{md_port} data={dd_host}:{dd_port}"
+    print(line, file=sys.stderr, flush=True)
+    log_event(logger, logging.INFO, line, metadata_path=config.metadata_path, data_path=config.data_path)
+
+    await stop.wait()
+    log_event(logger, logging.INFO, "dmd shutting down")
+    await server.close()
+    if data_runner is not None:
+        await data_runner.cleanup()
+    await store.close()
+    log_event(logger, logging.INFO, "dmd stopped")
+    return 0
+
+
+def _bound_port(runner: Any) -> int:
+    """The port actually bound (differs from the requested one when that was 0)."""
+    return runner.addresses[0][1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = load_config()
+    except ConfigError as err:
+        print(f"dmd: configuration error: {err}", file=sys.stderr)
+        return EXIT_STARTUP_FAILURE
+    setup_logging(config.log_level)
+    try:
+        import uvloop
+        loop_factory = uvloop.new_event_loop
+    except ImportError:  # uvloop is optional: the stock loop works, only slower
+        loop_factory = None
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(serve(config, args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""CopyObject, and what UploadPartCopy shares with it: the copy source.
+
+Owns the `x-amz-copy-source` grammar ("/bucket/key" or "bucket/key",
+URL-encoded, optional "?versionId="), reading the source object as the
+account may (delete markers answered as AWS does), the
+`x-amz-copy-source-if-*` conditions and the data copy itself: the source's
+bytes are streamed from its location list into ONE new blob of the
+destination's location while hashing, so a copy of a multipart object is a
+single-part object whose ETag is the MD5 of its data.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, AsyncIterator
+from urllib.parse import unquote
+
+from starlette.responses import Response
+
+from shared.errors import S3Error
+
+from gateway import checksums
+from gateway.api.common import (STORED_RESPONSE_HEADERS, check_conditions, delete_locations, find_object_md,
+                                get_object_md, stream_locations, user_metadata, xml_response)
+from gateway.api.object import object_location
+from gateway.api.object_versions import get_version_md, resolve_version_options
+from gateway.context import RequestContext
+from gateway.models import EMPTY_MD5, BucketInfo, new_object_md
+from gateway.router import action
+from gateway.versioning import commit_version, external_version_id
+from gateway.xml import root, sub
+
+COPY_SOURCE_HEADER = "x-amz-copy-source"
+COPY_SOURCE_PREFIX = "x-amz-copy-source-"          # x-amz-copy-source-if-match ... conditions
+METADATA_DIRECTIVE_HEADER = "x-amz-metadata-directive"
+METADATA_DIRECTIVES = ("COPY", "REPLACE")
+MAX_COPY_SIZE = 5 * 1024 ** 3                      # AWS: 5 GiB per CopyObject / UploadPartCopy
+VERSION_ID_PARAM = "versionId="
+# Headers that, given on a copy onto itself, count as "changing" the object (AWS's list).
+_SELF_COPY_CHANGES = ("x-amz-storage-class", "x-amz-website-redirect-location",
+                      "x-amz-server-side-encryption", "x-amz-server-side-encryption-aws-kms-key-id",
+                      "x-amz-server-side-encryption-customer-algorithm")
+_SELF_COPY_MESSAGE = ("This copy request is illegal because it is trying to copy an object to itself without "
+                      "changing the object's metadata, storage class, website redirect location or encryption "
+                      "attributes.")
+_DELETE_MARKER_SOURCE_MESSAGE = "The source of a copy request may not specifically refer to a delete marker by version id."
+
+
+@dataclass(frozen=True)
+class CopySource:
+    bucket: str
+    key: str
+    version_id: str | None      # the API form ("null" or an encoded id), None for the current version
+
+
+@dataclass
+class SourceObject:
+    """The readable source of a copy: its bucket, its metadata and the version id to report."""
+    bucket: BucketInfo
+    md: dict[str, Any]
+    source: CopySource
+
+    @property
+    def size(self) -> int:
+        return int(self.md.get("content-length", 0))
+
+    @property
+    def version_header(self) -> dict[str, str]:
+        """x-amz-copy-source-version-id, sent when the source bucket has versioning configured."""
+        if self.bucket.versioning_status is None:
+            return {}
+        return {"x-amz-copy-source-version-id": external_version_id(self.md)}
+
+
+@dataclass
+class CopiedData:
+    locations: list[dict[str, Any]] | None     # None for an empty copy (never reaches the data store)
+    size: int
+    md5_hex: str
+    checksum: tuple[str, str] | None           # (algorithm, base64) when one was asked for
+
+
+def _invalid_source(value: str, message: str = "Invalid copy source object key") -> S3Error:
+    return S3Error("InvalidArgument", message, ArgumentName=COPY_SOURCE_HEADER, ArgumentValue=value)
+
+
+def parse_copy_source(value: str) -> CopySource:
+    """"/bucket/key" or "bucket/key" (URL-encoded) with an optional "?versionId=<id>"."""
+    raw_path, sep, raw_query = value.partition("?")
+    version_id: str | None = None
+    if sep:
+        if not raw_query.startswith(VERSION_ID_PARAM):
+            raise _invalid_source(value, "Invalid copy source version id")
+        version_id = unquote(raw_query[len(VERSION_ID_PARAM):])
+        if not version_id:
+            raise _invalid_source(value, "Invalid copy source version id")
+    try:
+        path = unquote(raw_path, errors="strict")
+    except UnicodeDecodeError:
+        raise _invalid_source(value) from None
+    path = path[1:] if path.startswith("/") else path
+    bucket, _, key = path.partition("/")
+    if not bucket or not key:
+        raise _invalid_source(value, "Copy Source must mention the source bucket and key: sourcebucket/sourcekey")
+    return CopySource(bucket, key, version_id)
+
+
+async def read_copy_source(ctx: RequestContext) -> SourceObject:
+    """The source named by x-amz-copy-source, readable by this account, conditions checked."""
+    source = parse_copy_source(ctx.headers.get(COPY_SOURCE_HEADER, ""))
+    bucket = await ctx.authorized_bucket(source.bucket)
+    if source.version_id is not None:
+        options = await resolve_version_options(ctx, bucket, source.key, source.version_id)
+        md = await get_version_md(ctx, bucket, source.key, options, source.version_id)
+        if md.get("isDeleteMarker"):
+            raise S3Error("InvalidRequest", _DELETE_MARKER_SOURCE_MESSAGE)
+    else:
+        md = await get_object_md(ctx, bucket.name, source.key)
+        if md.get("isDeleteMarker"):
+            raise S3Error("NoSuchKey", headers={"x-amz-delete-marker": "true"}, Key=source.key)
+    check_conditions(ctx.headers, md.get("content-md5", ""), md["last-modified"], prefix=COPY_SOURCE_PREFIX)
+    return SourceObject(bucket, md, source)
+
+
+async def _hashed(chunks: AsyncIterator[bytes], md5: Any, hasher: checksums.Hasher | None) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        md5.update(chunk)
+        if hasher is not None:
+            hasher.update(chunk)
+        yield chunk
+
+
+async def copy_data(ctx: RequestContext, src: SourceObject, first: int, last: int, dest: BucketInfo,
+                    checksum_algorithm: str | None) -> CopiedData:
+    """Stream bytes first..last of the source into one new blob of `dest`'s location."""
+    size = last - first + 1
+    md5 = hashlib.md5()
+    hasher = checksums.new_hasher(checksum_algorithm) if checksum_algorithm else None
+    if size <= 0:
+        checksum = (checksum_algorithm, checksums.b64(hasher.digest())) if hasher and checksum_algorithm else None
+        return CopiedData(None, 0, EMPTY_MD5, checksum)
+    location_name = object_location(dest)
+    backend = ctx.services.data_for(location_name)
+    key = await backend.put(_hashed(stream_locations(ctx, src.md.get("location"), first, last), md5, hasher), size)
+    checksum = (checksum_algorithm, checksums.b64(hasher.digest())) if hasher and checksum_algorithm else None
+    return CopiedData([{"key": key, "size": size, "start": 0, "dataStoreName": location_name,
+                        "dataStoreETag": f"1:{md5.hexdigest()}"}], size, md5.hexdigest(), checksum)
+
+
+def check_copy_size(size: int) -> None:
+    if size > MAX_COPY_SIZE:
+        raise S3Error("InvalidRequest", "The specified copy source is larger than the maximum allowable size "
+                      f"for a copy source: {MAX_COPY_SIZE}")
+
+
+def _directive(ctx: RequestContext) -> str:
+    value = ctx.headers.get(METADATA_DIRECTIVE_HEADER, "COPY")
+    if value not in METADATA_DIRECTIVES:
+        raise S3Error("InvalidArgument", "Unknown metadata directive.", ArgumentName=METADATA_DIRECTIVE_HEADER,
+                      ArgumentValue=value)
+    return value
+
+
+def _copy_checksum_algorithm(ctx: RequestContext, src_md: dict[str, Any]) -> str | None:
+    """The algorithm asked for on the copy, else the source's (AWS keeps the source's checksum)."""
+    asked = ctx.headers.get("x-amz-checksum-algorithm")
+    if asked is not None:
+        algorithm = checksums.normalize_algorithm(asked)
+        if algorithm is None:
+            raise S3Error("InvalidRequest", "Checksum algorithm provided is unsupported. Please try again with any "
+                          f"of the valid types: [{', '.join(checksums.ALGORITHMS)}]")
+        return algorithm
+    source = (src_md.get("checksum") or {}).get("checksumAlgorithm")
+    return source if source in checksums.DIGEST_SIZES else None
+
+
+def _dest_headers(ctx: RequestContext, src_md: dict[str, Any], directive: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(headers for new_object_md, user metadata) of the destination under the metadata directive."""
+    if directive == "REPLACE":
+        headers = dict(ctx.headers)
+        meta = user_metadata(ctx.headers)
+    else:
+        headers = {name: str(src_md.get(name) or "") for name in (*STORED_RESPONSE_HEADERS, "content-type")}
+        meta = {k: v for k, v in src_md.items() if k.startswith("x-amz-meta-")}
+        headers["x-amz-website-redirect-location"] = ctx.headers.get("x-amz-website-redirect-location", "")
+    # As on AWS, a copy is STANDARD unless the request names a storage class.
+    headers["x-amz-storage-class"] = ctx.headers.get("x-amz-storage-class") or "STANDARD"
+    return headers, meta
+
+
+@action("CopyObject")
+async def copy_object(ctx: RequestContext) -> Response:
+    dest = await ctx.authorized_bucket()
+    key = ctx.key or ""
+    directive = _directive(ctx)
+    src = await read_copy_source(ctx)
+    if (src.bucket.name == dest.name and src.source.key == key and src.source.version_id is None
+            and directive == "COPY" and not any(h in ctx.headers for h in _SELF_COPY_CHANGES)):
+        raise S3Error("InvalidRequest", _SELF_COPY_MESSAGE)
+    check_copy_size(src.size)
+    headers, meta = _dest_headers(ctx, src.md, directive)
+    copied = await copy_data(ctx, src, 0, src.size - 1, dest, _copy_checksum_algorithm(ctx, src.md))
+    md = new_object_md(key, ctx.account.canonical_id, ctx.account.name, size=copied.size, md5=copied.md5_hex,
+                       location=copied.locations, data_store_name=object_location(dest), headers=headers,
+                       user_meta=meta)
+    md["originOp"] = "s3:ObjectCreated:Copy"
+    if copied.checksum is not None:
+        md["checksum"] = {"checksumAlgorithm": copied.checksum[0], "checksumValue": copied.checksum[1],
+                          "checksumType": "FULL_OBJECT"}
+    try:
+        master = await find_object_md(ctx, dest.name, key)
+        committed = await commit_version(ctx, dest, key, md, master)
+    except BaseException:
+        await delete_locations(ctx, copied.locations)
+        raise
+    for freed in committed.freed:
+        await delete_locations(ctx, freed)
+    doc = root("CopyObjectResult")
+    sub(doc, "LastModified", md["last-modified"])
+    sub(doc, "ETag", f'"{copied.md5_hex}"')
+    if copied.checksum is not None:
+        sub(doc, f"Checksum{copied.checksum[0]}", copied.checksum[1])
+    response_headers = dict(src.version_header)
+    if committed.version_id is not None:
+        response_headers["x-amz-version-id"] = external_version_id({**md, "versionId": committed.version_id})
+    return xml_response(doc, headers=response_headers)
+

@@ -1,0 +1,193 @@
+"""DeleteObjects (POST /bucket?delete): the multi-object delete.
+
+Owns the request document (`<Delete><Quiet/>?<Object><Key/><VersionId/>?</Object>...`),
+its integrity requirement (AWS refuses the call without Content-MD5 or an
+x-amz-checksum-* value, and verifies whichever is given), and the result document.
+Each key is deleted exactly as DeleteObject would (`object_versions.delete_one`);
+a per-key failure is an `<Error>` entry, never a failure of the whole request.
+"""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from lxml import etree
+from starlette.responses import Response
+
+from shared.errors import S3Error
+from shared.log import get_logger
+
+from gateway import checksums
+from gateway.api.common import xml_response
+from gateway.api.object_versions import Deleted, delete_one
+from gateway.auth.payload import VerifiedBody
+from gateway.context import RequestContext
+from gateway.models import BucketInfo
+from gateway.router import action
+from gateway.xml import MAX_XML_BYTES, children, local, parse, root, sub
+
+log = get_logger("gateway")
+
+MAX_KEYS_PER_DELETE = 1000        # AWS: "a list of up to 1000 keys"
+MAX_KEY_BYTES = 1024              # AWS's object key length limit
+DELETE_CONCURRENCY = 16           # metadata round-trips in flight for one request
+MISSING_INTEGRITY_MESSAGE = "Missing required header for this request: Content-MD5"
+
+
+@dataclass(frozen=True)
+class DeleteTarget:
+    key: str
+    version_id: str | None
+
+
+@dataclass
+class DeleteOutcome:
+    target: DeleteTarget
+    deleted: Deleted | None = None
+    error: S3Error | None = None
+
+
+def _has_integrity_header(ctx: RequestContext) -> bool:
+    """Content-MD5, an x-amz-checksum-* header, or a checksum announced as a trailer."""
+    if "content-md5" in ctx.headers:
+        return True
+    if any(checksums.header_name(a) in ctx.headers for a in checksums.ALGORITHMS):
+        return True
+    trailer = ctx.headers.get("x-amz-trailer", "")
+    return any(checksums.algorithm_from_header(n.strip().lower()) for n in trailer.split(",") if n.strip())
+
+
+async def _read_verified_body(ctx: RequestContext) -> bytes:
+    """The request document, with its Content-MD5 / checksum verified (BadDigest otherwise)."""
+    body = VerifiedBody(ctx.auth, ctx.auth_request, ctx.request.stream())
+    if body.expected_size is not None and body.expected_size > MAX_XML_BYTES:
+        raise S3Error("MalformedXML", "The XML you provided was too large")
+    pieces: list[bytes] = []
+    total = 0
+    async for piece in body:
+        total += len(piece)
+        if total > MAX_XML_BYTES:   # a chunked body with no declared length: stop reading early
+            raise S3Error("MalformedXML", "The XML you provided was too large")
+        pieces.append(piece)
+    return b"".join(pieces)
+
+
+def _parse_quiet(doc: etree._Element) -> bool:
+    quiet = children(doc, "Quiet")
+    if not quiet:
+        return False
+    if len(quiet) > 1:
+        raise S3Error("MalformedXML")
+    value = (quiet[0].text or "").strip().lower()
+    if value not in ("true", "false"):
+        raise S3Error("MalformedXML")
+    return value == "true"
+
+
+def parse_delete_request(body: bytes) -> tuple[bool, list[DeleteTarget]]:
+    """(quiet, targets in request order) from a `<Delete>` document; MalformedXML if invalid."""
+    if not body.strip():
+        raise S3Error("MalformedXML")
+    doc = parse(body)
+    if local(doc.tag) != "Delete":
+        raise S3Error("MalformedXML")
+    quiet = _parse_quiet(doc)
+    objects = children(doc, "Object")
+    if not objects or len(objects) > MAX_KEYS_PER_DELETE:
+        raise S3Error("MalformedXML")
+    targets = []
+    for obj in objects:
+        keys = children(obj, "Key")
+        versions = children(obj, "VersionId")
+        if len(keys) != 1 or len(versions) > 1:
+            raise S3Error("MalformedXML")
+        version = (versions[0].text or "") if versions else None
+        targets.append(DeleteTarget(keys[0].text or "", version))
+    return quiet, targets
+
+
+async def _delete_target(ctx: RequestContext, bucket: BucketInfo, target: DeleteTarget) -> DeleteOutcome:
+    if not target.key:
+        return DeleteOutcome(target, error=S3Error("UserKeyMustBeSpecified", "The key must not be empty",
+                                                   status=400))
+    if len(target.key.encode("utf-8", "surrogateescape")) > MAX_KEY_BYTES:
+        return DeleteOutcome(target, error=S3Error("KeyTooLongError"))
+    try:
+        return DeleteOutcome(target, deleted=await delete_one(ctx, bucket, target.key, target.version_id))
+    except S3Error as exc:
+        return DeleteOutcome(target, error=exc)
+    except Exception as exc:  # one key's store failure is that key's error, not the request's
+        log.error("delete of one key failed", exc_info=exc,
+                  extra={"fields": {"requestId": ctx.request_id, "key": target.key}})
+        return DeleteOutcome(target, error=S3Error("InternalError"))
+
+
+async def delete_all(ctx: RequestContext, bucket: BucketInfo, targets: list[DeleteTarget]) -> list[DeleteOutcome]:
+    """Delete every target with bounded concurrency; outcomes in request order.
+
+    Entries naming the same key run one after the other, in request order: two
+    concurrent deletes of one key would each read the same current version and
+    race in the versioning bookkeeping.
+    """
+    by_key: dict[str, list[int]] = {}
+    for index, target in enumerate(targets):
+        by_key.setdefault(target.key, []).append(index)
+    outcomes: list[DeleteOutcome | None] = [None] * len(targets)
+    limit = asyncio.Semaphore(DELETE_CONCURRENCY)
+
+    async def run_key(indexes: list[int]) -> None:
+        async with limit:
+            for index in indexes:
+                outcomes[index] = await _delete_target(ctx, bucket, targets[index])
+
+    await asyncio.gather(*(run_key(indexes) for indexes in by_key.values()))
+    return [o for o in outcomes if o is not None]
+
+
+def _deleted_entry(result: etree._Element, outcome: DeleteOutcome) -> None:
+    target, deleted = outcome.target, outcome.deleted
+    assert deleted is not None
+    entry = sub(result, "Deleted")
+    sub(entry, "Key", target.key)
+    if target.version_id is not None:
+        sub(entry, "VersionId", target.version_id)
+        if deleted.delete_marker:   # the version removed was itself a delete marker
+            sub(entry, "DeleteMarker", True)
+            sub(entry, "DeleteMarkerVersionId", target.version_id)
+    elif deleted.delete_marker:     # versioned bucket: a delete marker was created
+        sub(entry, "DeleteMarker", True)
+        if deleted.version_id is not None:
+            sub(entry, "DeleteMarkerVersionId", deleted.version_id)
+
+
+def _error_entry(result: etree._Element, outcome: DeleteOutcome) -> None:
+    assert outcome.error is not None
+    entry = sub(result, "Error")
+    sub(entry, "Key", outcome.target.key)
+    if outcome.target.version_id is not None:
+        sub(entry, "VersionId", outcome.target.version_id)
+    sub(entry, "Code", outcome.error.code)
+    sub(entry, "Message", outcome.error.message)
+
+
+def delete_result(outcomes: list[DeleteOutcome], quiet: bool) -> etree._Element:
+    """The `<DeleteResult>` document; quiet mode lists only the errors."""
+    result = root("DeleteResult")
+    for outcome in outcomes:
+        if outcome.error is not None:
+            _error_entry(result, outcome)
+        elif not quiet:
+            _deleted_entry(result, outcome)
+    return result
+
+
+@action("DeleteObjects")
+async def delete_objects(ctx: RequestContext) -> Response:
+    bucket = await ctx.authorized_bucket()
+    if not _has_integrity_header(ctx):
+        raise S3Error("InvalidRequest", MISSING_INTEGRITY_MESSAGE)
+    quiet, targets = parse_delete_request(await _read_verified_body(ctx))
+    outcomes = await delete_all(ctx, bucket, targets)
+    if any(o.error is not None for o in outcomes):
+        ctx.extra_log["deleteErrors"] = sum(o.error is not None for o in outcomes)
+    return xml_response(delete_result(outcomes, quiet))

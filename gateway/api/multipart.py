@@ -1,0 +1,667 @@
+"""Multipart upload: CreateMultipartUpload, UploadPart, UploadPartCopy, CompleteMultipartUpload,
+AbortMultipartUpload, ListParts, ListMultipartUploads, and `part_range` for GET/HEAD ?partNumber=N.
+
+Upload state lives in the bucket's shadow sub-level `mpuShadowBucket<bucket>` (dmd-protocol §1.6,
+§7.3): one overview key `overview..|..<objectKey>..|..<uploadId>` per upload and one part key
+`<uploadId>..|..<NNNNN>` per uploaded part. Part data is written once; Complete builds the object's
+location list from the chosen parts (no data copy).
+
+Data is never freed while something may still reference it (ARCHITECTURE.md, write order):
+- a re-uploaded part frees the data it replaced only after the new part metadata is committed, and
+  not at all if a completion started meanwhile (that completion may use either);
+- Complete marks the overview `completeInProgress` before committing the object. A gateway killed
+  after that leaves the overview behind; Abort, a retried Complete and a late UploadPart then free
+  only data that no object version carrying this `uploadId` references. Failures leak, never lose.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import re
+import uuid
+from typing import Any
+from urllib.parse import quote
+
+from starlette.responses import Response
+
+from shared.errors import S3Error
+from shared.metastore.errors import MetadataError
+
+from gateway import checksums
+from gateway.api.common import (STORED_RESPONSE_HEADERS, check_write_conditions, delete_locations, find_object_md,
+                                user_metadata, xml_response)
+from gateway.api.copy import check_copy_size, copy_data, read_copy_source
+from gateway.api.listing import url_encoder, parse_max_keys
+from gateway.api.object import object_location, store_body
+from gateway.api.parts import (MAX_PART_NUMBER, MIN_PART_NUMBER, PART_NUMBER_DIGITS, parse_part_number,
+                               part_number_argument_error)
+from gateway.context import RequestContext
+from gateway.listing import MPU, inc, list_entries, overview_key
+from gateway.models import EMPTY_MD5, MPU_SHADOW_PREFIX, SPLITTER, BucketInfo, new_object_md, now_iso
+from gateway.router import action
+from gateway.versioning import commit_version, external_version_id
+from gateway.xml import MAX_XML_BYTES, child_text, children, local, parse, root, sub
+
+MIN_PART_SIZE = 5 * 1024 * 1024                     # AWS: every part but the last >= 5 MiB
+MAX_PARTS_PAGE = 1000                               # ListParts max-parts cap and default
+PART_MODEL_VERSION = 3                              # md-model-version of a part value (§7.3)
+COMPLETE_IN_PROGRESS = "completeInProgress"         # overview flag set before the object commit
+CHECKSUM_TYPES = ("COMPOSITE", "FULL_OBJECT")
+VERSIONS_END = "\x01"                               # key..key\x01 spans a master and its version keys
+_UPLOAD_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+_COPY_RANGE_RE = re.compile(r"^bytes=(\d+)-(\d+)$")
+_OVERVIEW_HEADERS = (*STORED_RESPONSE_HEADERS, "content-type", "x-amz-website-redirect-location", "x-amz-tagging")
+_COPY_RANGE_MESSAGE = ("The x-amz-copy-source-range value must be of the form bytes=first-last where first and last "
+                       "are the zero-based offsets of the first and last bytes to copy")
+VALID_STORAGE_CLASSES = ("STANDARD", "REDUCED_REDUNDANCY", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING",
+                         "GLACIER", "DEEP_ARCHIVE", "GLACIER_IR", "OUTPOSTS", "EXPRESS_ONEZONE")
+
+
+# ---------------------------------------------------------------- keys and stored values
+
+def shadow_bucket(bucket: str) -> str:
+    return MPU_SHADOW_PREFIX + bucket
+
+
+def part_key(upload_id: str, part_number: int) -> str:
+    return f"{upload_id}{SPLITTER}{part_number:0{PART_NUMBER_DIGITS}d}"
+
+
+def _part_number_of(key: str) -> int:
+    return int(key.rpartition(SPLITTER)[2])
+
+
+def _no_such_upload(upload_id: str) -> S3Error:
+    return S3Error("NoSuchUpload", UploadId=upload_id)
+
+
+async def _find(ctx: RequestContext, sublevel: list[str], key: str) -> dict[str, Any] | None:
+    try:
+        return json.loads(await ctx.services.metadata.get(sublevel, key, {}))
+    except MetadataError as exc:
+        if exc.type == "ObjNotFound":
+            return None
+        raise
+
+
+async def _overview(ctx: RequestContext, bucket: BucketInfo, key: str, upload_id: str) -> dict[str, Any]:
+    """The upload's overview, or NoSuchUpload (also for ids we could never have issued)."""
+    if not _UPLOAD_ID_RE.match(upload_id):
+        raise _no_such_upload(upload_id)
+    found = await _find(ctx, [shadow_bucket(bucket.name)], overview_key(key, upload_id))
+    if found is None:
+        raise _no_such_upload(upload_id)
+    return found
+
+
+async def _stored_parts(ctx: RequestContext, bucket: BucketInfo, upload_id: str,
+                        after: int = 0, limit: int | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """(part key, value) of the upload's parts numbered above `after`, in part-number order."""
+    prefix = upload_id + SPLITTER
+    options: dict[str, Any] = {"gt": part_key(upload_id, after), "lt": inc(prefix)}
+    if limit is not None:
+        options["limit"] = limit
+    found: list[tuple[str, dict[str, Any]]] = []
+    stream = ctx.services.metadata.read_stream([shadow_bucket(bucket.name)], options)
+    try:
+        async for entry in stream:
+            found.append((entry["key"], json.loads(entry["value"])))
+            if limit is not None and len(found) >= limit:
+                break
+    finally:
+        await stream.aclose()
+    return found
+
+
+async def _completed_versions(ctx: RequestContext, bucket: BucketInfo, key: str,
+                              upload_id: str) -> list[dict[str, Any]]:
+    """Stored versions of `key` (master and version keys) that a Complete of this upload committed."""
+    found: list[dict[str, Any]] = []
+    stream = ctx.services.metadata.read_stream([bucket.name], {"gte": key, "lt": key + VERSIONS_END})
+    try:
+        async for entry in stream:
+            try:
+                md = json.loads(entry["value"])
+            except ValueError:
+                continue
+            if isinstance(md, dict) and md.get("uploadId") == upload_id and not md.get("isPHD"):
+                found.append(md)
+    finally:
+        await stream.aclose()
+    return found
+
+
+async def _completed_data_keys(ctx: RequestContext, bucket: BucketInfo, key: str, upload_id: str) -> set[str]:
+    """Data keys referenced by versions of `key` completed from this upload."""
+    return {loc["key"] for md in await _completed_versions(ctx, bucket, key, upload_id)
+            for loc in md.get("location") or []}
+
+
+async def _free_unless(ctx: RequestContext, locations: list[dict[str, Any]] | None, keep: set[str]) -> None:
+    await delete_locations(ctx, [loc for loc in locations or [] if loc.get("key") not in keep])
+
+
+def _upload_checksum(overview: dict[str, Any]) -> tuple[str | None, str | None]:
+    return overview.get("checksumAlgorithm"), overview.get("checksumType")
+
+
+# ---------------------------------------------------------------- part_range (GET/HEAD ?partNumber=N)
+
+
+# ---------------------------------------------------------------- CreateMultipartUpload
+
+def _requested_checksum(ctx: RequestContext) -> tuple[str | None, str | None]:
+    raw_algorithm = ctx.headers.get("x-amz-checksum-algorithm")
+    raw_type = ctx.headers.get("x-amz-checksum-type")
+    algorithm = None
+    if raw_algorithm is not None:
+        algorithm = checksums.normalize_algorithm(raw_algorithm)
+        if algorithm is None:
+            raise S3Error("InvalidRequest", "Checksum algorithm provided is unsupported. Please try again with any "
+                          f"of the valid types: [{', '.join(checksums.ALGORITHMS)}]")
+    checksum_type = None
+    if raw_type is not None:
+        checksum_type = raw_type.strip().upper()
+        if checksum_type not in CHECKSUM_TYPES:
+            raise S3Error("InvalidRequest", "Value for x-amz-checksum-type header is invalid.")
+        if algorithm is None:
+            raise S3Error("InvalidRequest", "The x-amz-checksum-type header can only be used with the "
+                          "x-amz-checksum-algorithm header.")
+    if algorithm is not None:
+        checksum_type = checksum_type or ("FULL_OBJECT" if algorithm == "CRC64NVME" else "COMPOSITE")
+        if checksum_type == "FULL_OBJECT" and algorithm not in checksums.CRC_ALGORITHMS:
+            raise S3Error("InvalidRequest", f"The {algorithm} algorithm is not supported for the FULL_OBJECT "
+                          "checksum type.")
+        if checksum_type == "COMPOSITE" and algorithm == "CRC64NVME":
+            raise S3Error("InvalidRequest", "The CRC64NVME algorithm is not supported for the COMPOSITE "
+                          "checksum type.")
+    return algorithm, checksum_type
+
+
+@action("CreateMultipartUpload")
+async def create_multipart_upload(ctx: RequestContext) -> Response:
+    bucket = await ctx.authorized_bucket()
+    key = ctx.key or ""
+    meta = user_metadata(ctx.headers)
+    storage_class = ctx.headers.get("x-amz-storage-class") or "STANDARD"
+    if storage_class not in VALID_STORAGE_CLASSES:
+        raise S3Error("InvalidStorageClass", StorageClassRequested=storage_class)
+    algorithm, checksum_type = _requested_checksum(ctx)
+    upload_id = uuid.uuid4().hex
+    location = object_location(bucket)
+    owner = {"ID": ctx.account.canonical_id, "DisplayName": ctx.account.name}
+    overview: dict[str, Any] = {
+        "id": upload_id, "uploadId": upload_id, "key": key, "eventualStorageBucket": bucket.name,
+        "initiated": now_iso(), "owner-id": ctx.account.canonical_id, "owner-display-name": ctx.account.name,
+        "initiator": owner, "x-amz-storage-class": storage_class,
+        "controllingLocationConstraint": location, "dataStoreName": location,
+        "acl": {"Canned": ctx.headers.get("x-amz-acl", "private"), "FULL_CONTROL": [], "WRITE_ACP": [],
+                "READ": [], "READ_ACP": []},
+        COMPLETE_IN_PROGRESS: False,
+    }
+    for name in _OVERVIEW_HEADERS:
+        overview[name] = ctx.headers.get(name, "")
+    overview.update(meta)
+    if algorithm is not None:
+        overview["checksumAlgorithm"], overview["checksumType"] = algorithm, checksum_type
+    await ctx.services.metadata.put([shadow_bucket(bucket.name)], overview_key(key, upload_id),
+                                    json.dumps(overview), {})
+    doc = root("InitiateMultipartUploadResult")
+    sub(doc, "Bucket", bucket.name)
+    sub(doc, "Key", key)
+    sub(doc, "UploadId", upload_id)
+    headers = {}
+    if algorithm is not None:
+        headers = {"x-amz-checksum-algorithm": algorithm, "x-amz-checksum-type": checksum_type or ""}
+    return xml_response(doc, headers=headers)
+
+
+# ---------------------------------------------------------------- UploadPart / UploadPartCopy
+
+def _check_part_checksum(overview: dict[str, Any], checksum: tuple[str, str] | None) -> None:
+    """A part of an upload created with a checksum algorithm carries that algorithm's checksum."""
+    algorithm, _ = _upload_checksum(overview)
+    if algorithm is None:
+        return   # parts may carry any checksum (SDKs add CRC32 by default); it is kept, not required
+    actual = checksum[0] if checksum is not None else None
+    if actual != algorithm:
+        raise S3Error("InvalidRequest", "Checksum Type mismatch occurred, expected checksum Type: "
+                      f"{algorithm.lower()}, actual checksum Type: {(actual or 'null').lower()}")
+
+
+def _part_value(pkey: str, size: int, md5_hex: str, locations: list[dict[str, Any]] | None,
+                checksum: tuple[str, str] | None) -> dict[str, Any]:
+    value: dict[str, Any] = {"md-model-version": PART_MODEL_VERSION, "partLocations": locations or [],
+                             "key": pkey, "last-modified": now_iso(), "content-md5": md5_hex,
+                             "content-length": size}
+    if checksum is not None:
+        value["checksum"] = {"checksumAlgorithm": checksum[0], "checksumValue": checksum[1]}
+    return value
+
+
+async def _commit_part(ctx: RequestContext, bucket: BucketInfo, key: str, upload_id: str, part_number: int,
+                       value: dict[str, Any]) -> None:
+    """Write a part's metadata, then free the data of the part it replaced (see the module docstring)."""
+    shadow = [shadow_bucket(bucket.name)]
+    pkey = part_key(upload_id, part_number)
+    new_locations = value["partLocations"]
+    try:
+        previous = await _find(ctx, shadow, pkey)
+        await ctx.services.metadata.put(shadow, pkey, json.dumps(value), {})
+    except BaseException:
+        await delete_locations(ctx, new_locations)
+        raise
+    overview = await _find(ctx, shadow, overview_key(key, upload_id))
+    if overview is None:
+        # Aborted or completed while the data streamed: our part belongs to nothing, unless a
+        # completion that read it is now the object.
+        await ctx.services.metadata.delete(shadow, pkey, {})
+        keep = await _completed_data_keys(ctx, bucket, key, upload_id)
+        await _free_unless(ctx, new_locations, keep)
+        raise _no_such_upload(upload_id)
+    if previous is not None and not overview.get(COMPLETE_IN_PROGRESS):
+        new_keys = {loc["key"] for loc in new_locations}
+        await _free_unless(ctx, previous.get("partLocations"), new_keys)
+
+
+def _part_response_headers(checksum: tuple[str, str] | None, etag: str) -> dict[str, str]:
+    headers = {"ETag": f'"{etag}"'}
+    if checksum is not None:
+        headers[checksums.header_name(checksum[0])] = checksum[1]
+    return headers
+
+
+async def _upload_target(ctx: RequestContext) -> tuple[BucketInfo, str, str, dict[str, Any]]:
+    """(bucket, key, upload id, overview) a request addresses: authorized, and the upload exists."""
+    bucket = await ctx.authorized_bucket()
+    key = ctx.key or ""
+    upload_id = ctx.query.get("uploadId", "")
+    return bucket, key, upload_id, await _overview(ctx, bucket, key, upload_id)
+
+
+async def _part_target(ctx: RequestContext) -> tuple[BucketInfo, str, str, int, dict[str, Any]]:
+    """(bucket, key, upload id, part number, overview) a part request addresses, all checked."""
+    part_number = parse_part_number(ctx.query.get("partNumber"))
+    bucket, key, upload_id, overview = await _upload_target(ctx)
+    return bucket, key, upload_id, part_number, overview
+
+
+@action("UploadPart")
+async def upload_part(ctx: RequestContext) -> Response:
+    bucket, key, upload_id, part_number, overview = await _part_target(ctx)
+    body, locations = await store_body(ctx, bucket)
+    checksum = body.checksum
+    try:
+        _check_part_checksum(overview, checksum)
+    except S3Error:
+        await delete_locations(ctx, locations)
+        raise
+    md5_hex = body.md5_hex if locations is not None else EMPTY_MD5
+    pkey = part_key(upload_id, part_number)
+    await _commit_part(ctx, bucket, key, upload_id, part_number,
+                       _part_value(pkey, body.size, md5_hex, _numbered(locations, part_number, md5_hex), checksum))
+    return Response(status_code=200, headers=_part_response_headers(checksum, md5_hex))
+
+
+def _numbered(locations: list[dict[str, Any]] | None, part_number: int, md5_hex: str) -> list[dict[str, Any]] | None:
+    """Part data locations tagged with their part number, as Complete will list them."""
+    if locations is None:
+        return None
+    return [{**loc, "dataStoreETag": f"{part_number}:{md5_hex}"} for loc in locations]
+
+
+def _copy_range(header: str | None, size: int) -> tuple[int, int]:
+    """(first, last) of x-amz-copy-source-range, the whole source without it."""
+    if header is None:
+        return 0, size - 1
+    m = _COPY_RANGE_RE.match(header.strip())
+    if not m:
+        raise S3Error("InvalidArgument", _COPY_RANGE_MESSAGE, ArgumentName="x-amz-copy-source-range",
+                      ArgumentValue=header)
+    first, last = int(m.group(1)), int(m.group(2))
+    if first > last or last >= size:
+        raise S3Error("InvalidArgument", f"Range specified is not valid for source object of size: {size}",
+                      ArgumentName="x-amz-copy-source-range", ArgumentValue=header)
+    return first, last
+
+
+@action("UploadPartCopy")
+async def upload_part_copy(ctx: RequestContext) -> Response:
+    bucket, key, upload_id, part_number, overview = await _part_target(ctx)
+    src = await read_copy_source(ctx)
+    first, last = _copy_range(ctx.headers.get("x-amz-copy-source-range"), src.size)
+    check_copy_size(last - first + 1)
+    algorithm, _ = _upload_checksum(overview)
+    copied = await copy_data(ctx, src, first, last, bucket, algorithm)
+    pkey = part_key(upload_id, part_number)
+    value = _part_value(pkey, copied.size, copied.md5_hex,
+                        _numbered(copied.locations, part_number, copied.md5_hex), copied.checksum)
+    await _commit_part(ctx, bucket, key, upload_id, part_number, value)
+    doc = root("CopyPartResult")
+    sub(doc, "LastModified", value["last-modified"])
+    sub(doc, "ETag", f'"{copied.md5_hex}"')
+    if copied.checksum is not None:
+        sub(doc, f"Checksum{copied.checksum[0]}", copied.checksum[1])
+    return xml_response(doc, headers=src.version_header)
+
+
+# ---------------------------------------------------------------- CompleteMultipartUpload
+
+async def _read_xml_body(ctx: RequestContext) -> bytes:
+    """The request body, refused (MalformedXML) past the XML size cap without reading it all."""
+    data = bytearray()
+    async for chunk in ctx.request.stream():
+        data += chunk
+        if len(data) > MAX_XML_BYTES:
+            raise S3Error("MalformedXML", "The XML you provided was too large")
+    return bytes(data)
+
+
+def _parse_complete(body: bytes, algorithm: str | None) -> list[tuple[int, str, str | None]]:
+    """(part number, ETag without quotes, checksum or None) of each listed part, in request order."""
+    if not body.strip():
+        raise S3Error("MalformedXML")
+    doc = parse(body)
+    if local(doc.tag) != "CompleteMultipartUpload":
+        raise S3Error("MalformedXML")
+    parts: list[tuple[int, str, str | None]] = []
+    for el in children(doc, "Part"):
+        number_text, etag = child_text(el, "PartNumber"), child_text(el, "ETag")
+        if number_text is None or etag is None:
+            raise S3Error("MalformedXML")
+        number_text = number_text.strip()
+        if not number_text.isascii() or not number_text.isdigit():
+            raise S3Error("MalformedXML")
+        checksum = child_text(el, f"Checksum{algorithm}") if algorithm else None
+        parts.append((int(number_text), etag.strip().strip('"'), checksum.strip() if checksum else None))
+    if not parts or len(parts) > MAX_PART_NUMBER:
+        raise S3Error("MalformedXML")
+    return parts
+
+
+def _check_order(parts: list[tuple[int, str, str | None]]) -> None:
+    previous = 0
+    for number, _, _ in parts:
+        if not MIN_PART_NUMBER <= number <= MAX_PART_NUMBER:
+            raise part_number_argument_error(str(number))
+        if number <= previous:
+            raise S3Error("InvalidPartOrder")
+        previous = number
+
+
+def _choose_parts(requested: list[tuple[int, str, str | None]], stored: dict[int, dict[str, Any]],
+                  overview: dict[str, Any], upload_id: str) -> list[tuple[int, dict[str, Any]]]:
+    """The stored parts named by the request: existing, ETag- and checksum-matched, big enough."""
+    algorithm, checksum_type = _upload_checksum(overview)
+    chosen: list[tuple[int, dict[str, Any]]] = []
+    for index, (number, etag, checksum) in enumerate(requested):
+        part = stored.get(number)
+        if part is None or part.get("content-md5") != etag:
+            raise S3Error("InvalidPart", UploadId=upload_id, PartNumber=str(number), ETag=etag)
+        if algorithm is not None:
+            stored_checksum = (part.get("checksum") or {}).get("checksumValue")
+            if checksum is None and checksum_type == "COMPOSITE":
+                raise S3Error("InvalidRequest", f"The upload was created using a {algorithm.lower()} checksum. "
+                              "The complete request must include the checksum for each part. It was missing for "
+                              f"part {number} in the request.")
+            if checksum is not None and checksum != stored_checksum:
+                raise S3Error("InvalidPart", UploadId=upload_id, PartNumber=str(number), ETag=etag)
+        size = int(part.get("content-length", 0))
+        if index < len(requested) - 1 and size < MIN_PART_SIZE:
+            raise S3Error("EntityTooSmall", ProposedSize=str(size), MinSizeAllowed=str(MIN_PART_SIZE),
+                          PartNumber=str(number), ETag=etag)
+        chosen.append((number, part))
+    return chosen
+
+
+def _object_checksum(overview: dict[str, Any], chosen: list[tuple[int, dict[str, Any]]]) -> dict[str, Any] | None:
+    algorithm, checksum_type = _upload_checksum(overview)
+    if algorithm is None:
+        return None
+    digests: list[bytes] = []
+    for _, part in chosen:
+        value = (part.get("checksum") or {}).get("checksumValue")
+        digest = checksums.decode_b64_digest(algorithm, value) if value else None
+        if digest is None:
+            raise S3Error("InvalidPart", "A part of this upload has no stored checksum.")
+        digests.append(digest)
+    if checksum_type == "FULL_OBJECT":
+        value = checksums.full_object_crc(algorithm, [(d, int(p.get("content-length", 0)))
+                                                      for d, (_, p) in zip(digests, chosen)])
+    else:
+        value = checksums.composite(algorithm, digests)
+    return {"checksumAlgorithm": algorithm, "checksumValue": value, "checksumType": checksum_type}
+
+
+def _check_declared_checksum(ctx: RequestContext, checksum: dict[str, Any] | None) -> None:
+    """An x-amz-checksum-<alg> header on Complete must equal the object checksum we computed."""
+    for algorithm in checksums.ALGORITHMS:
+        declared = ctx.headers.get(checksums.header_name(algorithm))
+        if declared is None:
+            continue
+        if checksum is None or checksum["checksumAlgorithm"] != algorithm:
+            raise S3Error("InvalidRequest", f"The upload was not created with a {algorithm.lower()} checksum.")
+        if declared.strip() != checksum["checksumValue"]:
+            raise S3Error("BadDigest", f"The {checksums.header_name(algorithm)} you specified did not match "
+                          "the calculated checksum.")
+
+
+def _object_md(ctx: RequestContext, bucket: BucketInfo, key: str, upload_id: str, overview: dict[str, Any],
+               chosen: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
+    locations: list[dict[str, Any]] = []
+    offset = 0
+    md5s = hashlib.md5()
+    for number, part in chosen:
+        md5s.update(bytes.fromhex(part["content-md5"]))
+        for loc in part.get("partLocations") or []:
+            locations.append({**loc, "start": offset, "dataStoreETag": f"{number}:{part['content-md5']}"})
+            offset += int(loc.get("size", 0))
+    etag = f"{md5s.hexdigest()}-{len(chosen)}"
+    headers = {name: str(overview.get(name) or "") for name in _OVERVIEW_HEADERS}
+    headers["x-amz-storage-class"] = overview.get("x-amz-storage-class") or "STANDARD"
+    meta = {k: v for k, v in overview.items() if k.startswith("x-amz-meta-")}
+    md = new_object_md(key, overview.get("owner-id", ctx.account.canonical_id),
+                       overview.get("owner-display-name", ctx.account.name), size=offset, md5=etag,
+                       location=locations or None, data_store_name=overview.get("dataStoreName")
+                       or object_location(bucket), headers=headers, user_meta=meta)
+    md["uploadId"] = upload_id
+    md["originOp"] = "s3:ObjectCreated:CompleteMultipartUpload"
+    checksum = _object_checksum(overview, chosen)
+    if checksum is not None:
+        md["checksum"] = checksum
+    return md
+
+
+async def _cleanup(ctx: RequestContext, bucket: BucketInfo, key: str, upload_id: str,
+                   parts: list[tuple[str, dict[str, Any]]], keep: set[str]) -> None:
+    """Forget the upload (part keys, then the overview), then free the part data not kept."""
+    shadow = [shadow_bucket(bucket.name)]
+    for pkey, _ in parts:
+        await ctx.services.metadata.delete(shadow, pkey, {})
+    await ctx.services.metadata.delete(shadow, overview_key(key, upload_id), {})
+    for _, part in parts:
+        await _free_unless(ctx, part.get("partLocations"), keep)
+
+
+def _location_url(ctx: RequestContext, bucket: str, key: str) -> str:
+    host = ctx.headers.get("host", "localhost")
+    return f"{ctx.request.url.scheme}://{host}/{bucket}/{quote(key, safe='/')}"
+
+
+def _complete_response(ctx: RequestContext, bucket: BucketInfo, key: str, md: dict[str, Any],
+                       version_id: str | None) -> Response:
+    doc = root("CompleteMultipartUploadResult")
+    sub(doc, "Location", _location_url(ctx, bucket.name, key))
+    sub(doc, "Bucket", bucket.name)
+    sub(doc, "Key", key)
+    sub(doc, "ETag", f'"{md["content-md5"]}"')
+    headers: dict[str, str] = {}
+    checksum = md.get("checksum")
+    if checksum:
+        sub(doc, f"Checksum{checksum['checksumAlgorithm']}", checksum["checksumValue"])
+        sub(doc, "ChecksumType", checksum.get("checksumType", "COMPOSITE"))
+    if version_id is not None:
+        headers["x-amz-version-id"] = version_id
+    return xml_response(doc, headers=headers)
+
+
+@action("CompleteMultipartUpload")
+async def complete_multipart_upload(ctx: RequestContext) -> Response:
+    bucket, key, upload_id, overview = await _upload_target(ctx)
+    algorithm, _ = _upload_checksum(overview)
+    requested = _parse_complete(await _read_xml_body(ctx), algorithm)
+    stored_list = await _stored_parts(ctx, bucket, upload_id)
+    shadow = [shadow_bucket(bucket.name)]
+
+    if overview.get(COMPLETE_IN_PROGRESS):
+        # A previous Complete got at least as far as marking the upload: if it also committed
+        # the object, only the clean-up is left to do.
+        completed = await _completed_versions(ctx, bucket, key, upload_id)
+        if completed:
+            done = completed[0]
+            keep = {loc["key"] for loc in done.get("location") or []}
+            await _cleanup(ctx, bucket, key, upload_id, stored_list, keep)
+            vid = external_version_id(done) if bucket.versioning_status is not None else None
+            return _complete_response(ctx, bucket, key, done, vid)
+
+    _check_order(requested)
+    stored = {_part_number_of(pkey): value for pkey, value in stored_list}
+    chosen = _choose_parts(requested, stored, overview, upload_id)
+    md = _object_md(ctx, bucket, key, upload_id, overview, chosen)
+    _check_declared_checksum(ctx, md.get("checksum"))
+    master = await find_object_md(ctx, bucket.name, key)
+    check_write_conditions(ctx.headers, master, key)
+
+    await ctx.services.metadata.put(shadow, overview_key(key, upload_id),
+                                    json.dumps({**overview, COMPLETE_IN_PROGRESS: True}), {})
+    committed = await commit_version(ctx, bucket, key, md, master)
+    keep = {loc["key"] for loc in md.get("location") or []}
+    # A replaced master may be an earlier completion of this same upload sharing our data.
+    for freed in committed.freed:
+        await _free_unless(ctx, freed, keep)
+    # Data of parts another completion of this upload (a concurrent retry) committed stays too.
+    keep |= await _completed_data_keys(ctx, bucket, key, upload_id)
+    await _cleanup(ctx, bucket, key, upload_id, stored_list, keep)
+    vid = external_version_id({**md, "versionId": committed.version_id}) if committed.version_id else None
+    return _complete_response(ctx, bucket, key, md, vid)
+
+
+# ---------------------------------------------------------------- AbortMultipartUpload
+
+@action("AbortMultipartUpload")
+async def abort_multipart_upload(ctx: RequestContext) -> Response:
+    bucket, key, upload_id, overview = await _upload_target(ctx)
+    parts = await _stored_parts(ctx, bucket, upload_id)
+    keep: set[str] = set()
+    if overview.get(COMPLETE_IN_PROGRESS):
+        # A Complete was interrupted (or is running): its object may already use these parts.
+        keep = await _completed_data_keys(ctx, bucket, key, upload_id)
+    await _cleanup(ctx, bucket, key, upload_id, parts, keep)
+    return Response(status_code=204)
+
+
+# ---------------------------------------------------------------- ListParts
+
+def _owner_elements(parent: Any, overview: dict[str, Any]) -> None:
+    initiator = overview.get("initiator") or {}
+    el = sub(parent, "Initiator")
+    sub(el, "ID", initiator.get("ID", overview.get("owner-id", "")))
+    sub(el, "DisplayName", initiator.get("DisplayName", overview.get("owner-display-name", "")))
+    el = sub(parent, "Owner")
+    sub(el, "ID", overview.get("owner-id", ""))
+    sub(el, "DisplayName", overview.get("owner-display-name", ""))
+
+
+def _non_negative_int(query: dict[str, str], name: str, default: int) -> int:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 10:
+        raise S3Error("InvalidArgument", f"Provided {name} not an integer or within integer range",
+                      ArgumentName=name, ArgumentValue=raw)
+    return int(raw)
+
+
+@action("ListParts")
+async def list_parts(ctx: RequestContext) -> Response:
+    marker = _non_negative_int(ctx.query, "part-number-marker", 0)
+    max_parts = min(_non_negative_int(ctx.query, "max-parts", MAX_PARTS_PAGE), MAX_PARTS_PAGE)
+    enc = url_encoder(ctx.query)
+    bucket, key, upload_id, overview = await _upload_target(ctx)
+    parts = await _stored_parts(ctx, bucket, upload_id, after=min(marker, MAX_PART_NUMBER), limit=max_parts + 1) \
+        if max_parts > 0 else []
+    truncated = len(parts) > max_parts
+    parts = parts[:max_parts]
+    algorithm, checksum_type = _upload_checksum(overview)
+    doc = root("ListPartsResult")
+    sub(doc, "Bucket", bucket.name)
+    sub(doc, "Key", enc(key))
+    sub(doc, "UploadId", upload_id)
+    sub(doc, "PartNumberMarker", marker)
+    sub(doc, "NextPartNumberMarker", _part_number_of(parts[-1][0]) if parts else marker)
+    sub(doc, "MaxParts", max_parts)
+    sub(doc, "IsTruncated", truncated)
+    if "encoding-type" in ctx.query:
+        sub(doc, "EncodingType", "url")
+    for pkey, value in parts:
+        el = sub(doc, "Part")
+        sub(el, "PartNumber", _part_number_of(pkey))
+        sub(el, "LastModified", value.get("last-modified", ""))
+        sub(el, "ETag", f'"{value.get("content-md5", "")}"')
+        sub(el, "Size", value.get("content-length", 0))
+        checksum = value.get("checksum")
+        if checksum and checksum.get("checksumAlgorithm"):
+            sub(el, f"Checksum{checksum['checksumAlgorithm']}", checksum.get("checksumValue", ""))
+    _owner_elements(doc, overview)
+    sub(doc, "StorageClass", overview.get("x-amz-storage-class") or "STANDARD")
+    if algorithm is not None:
+        sub(doc, "ChecksumAlgorithm", algorithm)
+        sub(doc, "ChecksumType", checksum_type or "COMPOSITE")
+    return xml_response(doc)
+
+
+# ---------------------------------------------------------------- ListMultipartUploads
+
+@action("ListMultipartUploads")
+async def list_multipart_uploads(ctx: RequestContext) -> Response:
+    bucket = await ctx.authorized_bucket()
+    q = ctx.query
+    enc = url_encoder(q)
+    max_uploads, _ = parse_max_keys(q, "max-uploads")
+    prefix, delimiter = q.get("prefix", ""), q.get("delimiter") or None
+    key_marker, upload_id_marker = q.get("key-marker", ""), q.get("upload-id-marker", "")
+    if max_uploads == 0:
+        result: dict[str, Any] = {"Uploads": [], "CommonPrefixes": [], "IsTruncated": False}
+    else:
+        open_stream = functools.partial(ctx.services.metadata.read_stream, [shadow_bucket(bucket.name)])
+        result = await list_entries(open_stream, MPU(prefix=prefix, delimiter=delimiter, max_keys=max_uploads,
+                                                     key_marker=key_marker, upload_id_marker=upload_id_marker))
+    doc = root("ListMultipartUploadsResult")
+    sub(doc, "Bucket", bucket.name)
+    sub(doc, "KeyMarker", enc(key_marker))
+    sub(doc, "UploadIdMarker", upload_id_marker if key_marker else "")
+    sub(doc, "NextKeyMarker", enc(result.get("NextKeyMarker") or ""))
+    sub(doc, "NextUploadIdMarker", result.get("NextUploadIdMarker") or "")
+    if delimiter is not None:
+        sub(doc, "Delimiter", enc(delimiter))
+    sub(doc, "Prefix", enc(prefix))
+    sub(doc, "MaxUploads", max_uploads)
+    sub(doc, "IsTruncated", result["IsTruncated"])
+    if "encoding-type" in q:
+        sub(doc, "EncodingType", "url")
+    for upload in result["Uploads"]:
+        value = json.loads(upload["value"]) if isinstance(upload["value"], str) else upload["value"]
+        el = sub(doc, "Upload")
+        sub(el, "Key", enc(upload["key"]))
+        sub(el, "UploadId", upload["uploadId"])
+        _owner_elements(el, value)
+        sub(el, "StorageClass", value.get("x-amz-storage-class") or "STANDARD")
+        sub(el, "Initiated", value.get("initiated", ""))
+        if value.get("checksumAlgorithm"):
+            sub(el, "ChecksumAlgorithm", value["checksumAlgorithm"])
+            sub(el, "ChecksumType", value.get("checksumType") or "COMPOSITE")
+    for common in result["CommonPrefixes"]:
+        sub(sub(doc, "CommonPrefixes"), "Prefix", enc(common))
+    return xml_response(doc)
+

@@ -1,0 +1,440 @@
+"""The gateway's metadata client: one narrow interface, two implementations.
+
+`MetadataClient` is all the gateway knows about metadata: put/get/delete a
+value in a sublevel, read a range as a stream, and the small admin calls.
+`RemoteMetadataClient` speaks the dmd's socket.io RPC (dmd-protocol.md §1, §3;
+the wire format itself lives in `shared.rpc`): one persistent connection per
+process with calls multiplexed by ack id, a per-call timeout, immediate failure
+of in-flight calls when the connection drops, automatic reconnection with
+back-off, and read streams with backpressure (a packet is acked only when the
+local buffer has room, so a consumer that stops reading stops the producer).
+`LocalMetadataClient` runs the same engine in process (S3BACKEND=mem).
+"""
+from __future__ import annotations
+
+import abc
+import asyncio
+import itertools
+import logging
+from collections import deque
+from typing import Any, AsyncIterator, Callable
+
+import socketio
+
+from shared import rpc
+from shared.log import get_logger, log_event
+from shared.metastore.errors import MetadataError
+
+logger = get_logger("gateway.metadata")
+
+# Packets a stream may hold locally before acks are withheld. Together with the
+# server's window this bounds a stream's memory to a few hundred KiB.
+STREAM_BUFFER_PACKETS = 2
+RECONNECT_DELAY_S = 0.1
+RECONNECT_DELAY_MAX_S = 2.0
+# socket.io handshake budget of one connection attempt.
+CONNECT_ATTEMPT_TIMEOUT_S = 2.0
+HEALTH_TIMEOUT_MS = 2000
+
+_REQUIRED_CALLS = (rpc.CALL_PUT, rpc.CALL_GET, rpc.CALL_DEL, rpc.CALL_CREATE_READ_STREAM)
+
+
+def connection_lost(call_name: str) -> MetadataError:
+    return MetadataError("ECONNRESET", 503, f"connection to the metadata daemon lost during {call_name}")
+
+
+class MetadataClient(abc.ABC):
+    """What the gateway needs from a metadata backend (the dmd or the in-process engine)."""
+
+    @abc.abstractmethod
+    async def connect(self) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def put(self, sublevel: list[str], key: str, value: str, options: dict | None = None, *,
+                  req_uids: str | None = None) -> str | None:
+        """None for a plain put; the string '{"versionId":"<vid>"}' for versioned puts."""
+
+    @abc.abstractmethod
+    async def get(self, sublevel: list[str], key: str, options: dict | None = None, *,
+                  req_uids: str | None = None) -> str:
+        """The stored value; raises MetadataError("ObjNotFound", 404) when absent."""
+
+    @abc.abstractmethod
+    async def delete(self, sublevel: list[str], key: str, options: dict | None = None, *,
+                     req_uids: str | None = None) -> str | None: ...
+
+    @abc.abstractmethod
+    def read_stream(self, sublevel: list[str], options: dict, *,
+                    req_uids: str | None = None) -> AsyncIterator[Any]:
+        """{key, value} items of a range (levelup options); aclose() ends it early."""
+
+    @abc.abstractmethod
+    def raw_list_keys(self, options: dict) -> AsyncIterator[str]:
+        """Physical keys of the whole database."""
+
+    @abc.abstractmethod
+    async def get_uuid(self) -> str: ...
+
+    @abc.abstractmethod
+    async def get_disk_usage(self) -> dict: ...
+
+    @abc.abstractmethod
+    async def healthy(self) -> bool: ...
+
+
+class LocalMetadataClient(MetadataClient):
+    """The engine in process: same interface, no network (S3BACKEND=mem)."""
+
+    def __init__(self, store: Any, *, owns_store: bool = True) -> None:
+        self.store = store
+        self._owns_store = owns_store
+        self._closed = False
+
+    async def connect(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        if not self._closed and self._owns_store:
+            await self.store.close()
+        self._closed = True
+
+    async def put(self, sublevel: list[str], key: str, value: str, options: dict | None = None, *,
+                  req_uids: str | None = None) -> str | None:
+        return await self.store.put(sublevel, key, value, options or {})
+
+    async def get(self, sublevel: list[str], key: str, options: dict | None = None, *,
+                  req_uids: str | None = None) -> str:
+        return await self.store.get(sublevel, key, options or {})
+
+    async def delete(self, sublevel: list[str], key: str, options: dict | None = None, *,
+                     req_uids: str | None = None) -> str | None:
+        return await self.store.delete(sublevel, key, options or {})
+
+    async def read_stream(self, sublevel: list[str], options: dict, *,
+                          req_uids: str | None = None) -> AsyncIterator[Any]:
+        source = self.store.read_stream(sublevel, options or {})
+        try:
+            async for item in source:
+                yield item
+        finally:
+            await source.aclose()
+
+    async def raw_list_keys(self, options: dict) -> AsyncIterator[str]:
+        source = self.store.raw_list_keys(options or {})
+        try:
+            async for key in source:
+                yield key
+        finally:
+            await source.aclose()
+
+    async def get_uuid(self) -> str:
+        return await self.store.get_uuid()
+
+    async def get_disk_usage(self) -> dict:
+        return await self.store.get_disk_usage()
+
+    async def healthy(self) -> bool:
+        return not self._closed
+
+
+def _expire(fut: asyncio.Future, name: str) -> None:
+    if not fut.done():
+        fut.set_exception(rpc.timeout_error(name))
+
+
+class _InStream:
+    """Client-side state of one incoming read stream."""
+
+    def __init__(self, stream_id: str) -> None:
+        self.stream_id = stream_id
+        self.packets: deque[list[Any]] = deque()
+        self.ended = False
+        self.closed = False
+        self.error: MetadataError | None = None
+        self.data = asyncio.Event()   # something for the consumer
+        self.room = asyncio.Event()   # the consumer took a packet
+
+    def fail(self, err: MetadataError) -> None:
+        if self.error is None and not self.ended:
+            self.error = err
+        self.data.set()
+        self.room.set()
+
+
+class RemoteMetadataClient(MetadataClient):
+    """The dmd's socket.io RPC, one persistent multiplexed connection."""
+
+    def __init__(self, host: str, port: int, call_timeout_ms: int = rpc.DEFAULT_CALL_TIMEOUT_MS, *,
+                 stream_buffer_packets: int = STREAM_BUFFER_PACKETS,
+                 reconnect_delay_s: float = RECONNECT_DELAY_S,
+                 reconnect_delay_max_s: float = RECONNECT_DELAY_MAX_S) -> None:
+        self.url = f"http://{host}:{port}"
+        self.call_timeout_ms = call_timeout_ms
+        self.stream_buffer_packets = stream_buffer_packets
+        self.manifest: dict[str, Any] | None = None
+        self._sio = socketio.AsyncClient(reconnection=True, reconnection_attempts=0,
+                                         reconnection_delay=reconnect_delay_s,
+                                         reconnection_delay_max=reconnect_delay_max_s,
+                                         randomization_factor=0.5, logger=False, engineio_logger=False)
+        self._reconnect_delay_s = reconnect_delay_s
+        self._reconnect_delay_max_s = reconnect_delay_max_s
+        self._connected = asyncio.Event()
+        self._closing = False
+        self._ids = itertools.count()
+        self._inflight: dict[int, tuple[str, asyncio.Future]] = {}
+        self._streams: dict[str, _InStream] = {}
+        self._reconnect_task: asyncio.Task | None = None
+        ns = rpc.NAMESPACE
+        self._sio.on("connect", self._on_connect, namespace=ns)
+        self._sio.on("disconnect", self._on_disconnect, namespace=ns)
+        # python-socketio's event when it will not reconnect by itself (the
+        # server said "disconnect"): we still want the daemon back.
+        self._sio.on("__disconnect_final", self._on_disconnect_final, namespace=ns)
+        self._sio.on(rpc.EVENT_STREAM_DATA, self._on_stream_data, namespace=ns)
+        self._sio.on(rpc.EVENT_STREAM_END, self._on_stream_end, namespace=ns)
+        self._sio.on(rpc.EVENT_STREAM_ERROR, self._on_stream_error, namespace=ns)
+
+    # ---- connection ------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Connect (retrying with back-off for up to the call timeout), then fetch the manifest."""
+        try:
+            await self._connect_with_backoff(self.call_timeout_ms / 1000)
+        except socketio.exceptions.ConnectionError as err:
+            raise MetadataError("ECONNREFUSED", 503,
+                                f"cannot connect to the metadata daemon at {self.url}: {err}") from err
+        manifest = await self._call(rpc.CALL_GET_MANIFEST, None, None)
+        names = {entry.get("name") for entry in manifest.get("api", []) if isinstance(entry, dict)} \
+            if isinstance(manifest, dict) else set()
+        missing = [n for n in _REQUIRED_CALLS if n not in names]
+        if missing:
+            raise MetadataError("InternalError", 500, f"metadata daemon manifest lacks {missing}")
+        self.manifest = manifest
+
+    async def _connect_with_backoff(self, budget_s: float | None) -> None:
+        """Connect attempts with exponential back-off; raise the last error once `budget_s` is spent."""
+        loop = asyncio.get_running_loop()
+        deadline = None if budget_s is None else loop.time() + budget_s
+        delay = self._reconnect_delay_s
+        while not self._closing:
+            try:
+                await self._sio.connect(self.url, namespaces=[rpc.NAMESPACE], transports=["websocket"],
+                                        socketio_path=rpc.SOCKETIO_PATH, wait_timeout=CONNECT_ATTEMPT_TIMEOUT_S)
+                return
+            except socketio.exceptions.ConnectionError:
+                if deadline is not None and loop.time() + delay >= deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._reconnect_delay_max_s)
+
+    async def _on_disconnect_final(self, *_: Any) -> None:
+        if self._closing or (self._reconnect_task is not None and not self._reconnect_task.done()):
+            return
+        self._reconnect_task = asyncio.create_task(self._reconnect_forever())
+
+    async def _reconnect_forever(self) -> None:
+        # Give python-socketio time to finish tearing the old connection down.
+        await asyncio.sleep(self._reconnect_delay_s)
+        try:
+            await self._connect_with_backoff(None)
+        except Exception:   # the socket.io client in an unexpected state: its own loop may be at work
+            logger.warning("metadata reconnect loop ended", exc_info=True)
+
+    async def close(self) -> None:
+        self._closing = True
+        self._fail_all(MetadataError("ECONNRESET", 503, "metadata client closed"))
+        if self._reconnect_task is not None:
+            self._reconnect_task.cancel()
+            await asyncio.gather(self._reconnect_task, return_exceptions=True)
+        await self._sio.shutdown()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def _on_connect(self) -> None:
+        self._connected.set()
+        log_event(logger, logging.DEBUG, "metadata connected", url=self.url)
+
+    async def _on_disconnect(self, *_: Any) -> None:
+        self._connected.clear()
+        # Nothing in flight can be answered on a new connection: fail it now
+        # rather than at its timeout.
+        self._fail_all(None)
+        if not self._closing:
+            log_event(logger, logging.WARNING, "metadata connection lost, reconnecting", url=self.url)
+
+    def _fail_all(self, err: MetadataError | None) -> None:
+        for name, fut in list(self._inflight.values()):
+            if not fut.done():
+                fut.set_exception(err or connection_lost(name))
+        for st in list(self._streams.values()):
+            st.fail(err or connection_lost(rpc.CALL_CREATE_READ_STREAM))
+
+    # ---- calls -----------------------------------------------------------------
+
+    async def _call(self, name: str, rpc_args: list[Any] | None, sublevel: list[str] | None,
+                    req_uids: str | None = None) -> Any:
+        """One RPC: (error, result) ack -> result, or raise MetadataError."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.call_timeout_ms / 1000
+        params = None if rpc_args is None else rpc.build_params(rpc_args, sublevel, req_uids)
+        fut: asyncio.Future = loop.create_future()
+        call_id = next(self._ids)
+        on_ack = self._ack_handler(name, fut)
+        try:
+            while True:
+                if self._closing:
+                    raise MetadataError("ECONNRESET", 503, "metadata client closed")
+                if not self._connected.is_set():
+                    # Calls made while disconnected wait for the reconnection.
+                    try:
+                        await asyncio.wait_for(self._connected.wait(), max(deadline - loop.time(), 0))
+                    except asyncio.TimeoutError:
+                        raise rpc.timeout_error(name) from None
+                self._inflight[call_id] = (name, fut)
+                try:
+                    await self._sio.emit(rpc.EVENT_CALL, (name, params), namespace=rpc.NAMESPACE,
+                                         callback=on_ack)
+                    break
+                except (socketio.exceptions.BadNamespaceError, socketio.exceptions.ConnectionError):
+                    # Lost between the check and the send: wait for the next connection.
+                    self._inflight.pop(call_id, None)
+                    self._connected.clear()
+            # A timer rather than wait_for: no extra task per call on the hot path.
+            timer = loop.call_later(max(deadline - loop.time(), 0), _expire, fut, name)
+            try:
+                return await fut
+            finally:
+                timer.cancel()
+        finally:
+            self._inflight.pop(call_id, None)
+
+    def _ack_handler(self, name: str, fut: asyncio.Future) -> Callable[..., None]:
+        def on_ack(*data: Any) -> None:
+            err = data[0] if data else None
+            result = data[1] if len(data) > 1 else None
+            stream_id = rpc.parse_stream_marker(result) if name in rpc.STREAM_CALLS and not err else None
+            if fut.done():
+                # A late ack (after the timeout or a failure) is ignored; a stream
+                # it opened would never be read, so tell the server to drop it.
+                if stream_id is not None:
+                    asyncio.ensure_future(self._hangup(stream_id))
+                return
+            if err:
+                fut.set_exception(rpc.unflatten_error(err))
+                return
+            if stream_id is not None:
+                # Registered here, not in the caller, because stream-data may be
+                # handled before the caller's task resumes.
+                self._streams[stream_id] = _InStream(stream_id)
+            fut.set_result(result)
+        return on_ack
+
+    async def put(self, sublevel: list[str], key: str, value: str, options: dict | None = None, *,
+                  req_uids: str | None = None) -> str | None:
+        return await self._call(rpc.CALL_PUT, [key, value, options or {}], sublevel, req_uids)
+
+    async def get(self, sublevel: list[str], key: str, options: dict | None = None, *,
+                  req_uids: str | None = None) -> str:
+        return await self._call(rpc.CALL_GET, [key, options or {}], sublevel, req_uids)
+
+    async def delete(self, sublevel: list[str], key: str, options: dict | None = None, *,
+                     req_uids: str | None = None) -> str | None:
+        return await self._call(rpc.CALL_DEL, [key, options or {}], sublevel, req_uids)
+
+    async def get_uuid(self) -> str:
+        return await self._call(rpc.CALL_GET_UUID, [], [])
+
+    async def get_disk_usage(self) -> dict:
+        return await self._call(rpc.CALL_GET_DISK_USAGE, [], [])
+
+    async def get_stats(self) -> dict:
+        """The dmd's batch and stream statistics (our extension, `getStats`)."""
+        return await self._call(rpc.CALL_GET_STATS, [], [])
+
+    async def healthy(self) -> bool:
+        if not self._connected.is_set():
+            return False
+        try:
+            await asyncio.wait_for(self.get_uuid(), HEALTH_TIMEOUT_MS / 1000)
+            return True
+        except (MetadataError, asyncio.TimeoutError):
+            return False
+
+    # ---- streams (§3) --------------------------------------------------------------
+
+    def read_stream(self, sublevel: list[str], options: dict, *,
+                    req_uids: str | None = None) -> AsyncIterator[Any]:
+        return self._stream(rpc.CALL_CREATE_READ_STREAM, [options or {}], sublevel, req_uids)
+
+    def raw_list_keys(self, options: dict) -> AsyncIterator[str]:
+        return self._stream(rpc.CALL_RAW_LIST_KEYS, [options or {}], [], None)
+
+    async def _stream(self, name: str, rpc_args: list[Any], sublevel: list[str],
+                      req_uids: str | None) -> AsyncIterator[Any]:
+        marker = await self._call(name, rpc_args, sublevel, req_uids)
+        stream_id = rpc.parse_stream_marker(marker)
+        st = self._streams.get(stream_id) if stream_id else None
+        if st is None:
+            raise MetadataError("InternalError", 500, f"{name} reply carries no stream: {str(marker)[:200]}")
+        try:
+            while True:
+                if st.packets:
+                    packet = st.packets.popleft()
+                    st.room.set()
+                    for item in packet:
+                        yield item
+                elif st.error is not None:
+                    raise st.error
+                elif st.ended:
+                    return
+                else:
+                    st.data.clear()
+                    await st.data.wait()
+        finally:
+            st.closed = True
+            st.room.set()
+            self._streams.pop(stream_id, None)
+            if not st.ended and st.error is None:
+                await self._hangup(stream_id)
+
+    async def _hangup(self, stream_id: str) -> None:
+        if not self._connected.is_set():
+            return   # the server frees streams of a lost connection itself
+        try:
+            await self._sio.emit(rpc.EVENT_STREAM_HANGUP, {"streamId": stream_id}, namespace=rpc.NAMESPACE)
+        except (socketio.exceptions.BadNamespaceError, socketio.exceptions.ConnectionError):
+            pass
+
+    async def _on_stream_data(self, payload: Any = None) -> None:
+        stream_id = rpc.stream_id_of(payload)
+        st = self._streams.get(stream_id) if stream_id else None
+        if st is None:
+            # A stream we no longer read (closed, timed out): ask the producer to stop.
+            log_event(logger, logging.DEBUG, "stream-data for unknown stream", streamId=stream_id)
+            if stream_id:
+                await self._hangup(stream_id)
+            return
+        data = payload.get("data")
+        st.packets.append(data if isinstance(data, list) else [data])
+        st.data.set()
+        # The return value is the ack: withhold it while the local buffer is full.
+        while len(st.packets) > self.stream_buffer_packets and not st.closed:
+            st.room.clear()
+            await st.room.wait()
+
+    async def _on_stream_end(self, payload: Any = None) -> None:
+        st = self._streams.get(rpc.stream_id_of(payload) or "")
+        if st is not None:
+            st.ended = True
+            st.data.set()
+
+    async def _on_stream_error(self, payload: Any = None) -> None:
+        st = self._streams.get(rpc.stream_id_of(payload) or "")
+        if st is not None:
+            err = payload.get("error") if isinstance(payload, dict) else None
+            st.fail(rpc.unflatten_error(err))
