@@ -39,6 +39,7 @@ def open_store(config: Config) -> Any:
     """The MetaStore over RocksDB at config.metadata_path (raises if the directory is unusable)."""
     kv = RocksKV(config.metadata_path)
     return MetaStore(kv, metadata_path=config.metadata_path, replication_group_id=config.replication_group_id,
+                     version_id_suffix=config.version_id_encoding == "hex",
                      write_batch_max_ops=config.metadata_daemon.write_batch_max_ops)
 
 

@@ -27,18 +27,19 @@ from gateway import api  # noqa: F401  (registers the action handlers)
 from gateway.auth import AuthRequest, authenticate
 from gateway.context import RequestContext, Services
 from gateway.data.base import DataError, DataNotFound
+from gateway.models import MAX_KEY_BYTES
 from gateway.router import handler_for, resolve
 from gateway.xml import root, sub, to_bytes
 
 log = get_logger("gateway")
-MAX_KEY_BYTES = 1024
 
 
 def make_services(config: Config) -> Services:
     if config.metadata_backend == "mem":
         from gateway.metadata import LocalMetadataClient
         from shared.metastore import MemoryKV, MetaStore
-        store = MetaStore(MemoryKV(), replication_group_id=config.replication_group_id)
+        store = MetaStore(MemoryKV(), replication_group_id=config.replication_group_id,
+                          version_id_suffix=config.version_id_encoding == "hex")
         return Services(config, LocalMetadataClient(store))
     from gateway.metadata import RemoteMetadataClient
     return Services(config, RemoteMetadataClient(config.metadata_client.host, config.metadata_client.port,
@@ -118,7 +119,9 @@ async def s3_endpoint(request: Request) -> Response:
         route = resolve(method, target, query, headers)
         auth_req = AuthRequest.from_scope(scope, host_bucket=bucket if virtual_hosted else None)
         auth = authenticate(auth_req, config)
-        if auth.account is None:
+        if auth.account is None and route.action != "PostObject":
+            # Anonymous access is denied (no public ACLs yet); a browser form POST
+            # carries its signature in the form, which PostObject checks itself.
             raise S3Error("AccessDenied")
         ctx = RequestContext(request, services, request_id, route, bucket, key, query, headers, auth, auth_req,
                              auth.account)
@@ -199,7 +202,29 @@ async def internal_unknown(request: Request) -> Response:
     return error_response(err, new_request_id(), request.url.path, request.method == "HEAD")
 
 
-def create_app(config: Config | None = None) -> Starlette:
+class S3App:
+    """The ASGI entry: S3 requests go straight to `s3_endpoint`; the internal
+    routes (/_/...) and the lifespan go through Starlette's router.
+
+    Skipping the router and its middleware stack on the S3 path is worth ~10%
+    of a small request's CPU; behaviour is the same (s3_endpoint catches everything).
+    """
+
+    def __init__(self, starlette_app: Starlette):
+        self.starlette = starlette_app
+        self.state = starlette_app.state
+
+    async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        if scope["type"] == "http" and not scope["path"].startswith("/_/"):
+            scope["app"] = self
+            request = Request(scope, receive)
+            response = await s3_endpoint(request)
+            await response(scope, receive, send)
+            return
+        await self.starlette(scope, receive, send)
+
+
+def create_app(config: Config | None = None) -> S3App:
     config = config or load_config()
     setup_logging(config.log_level)
 
@@ -218,6 +243,5 @@ def create_app(config: Config | None = None) -> Starlette:
         StarletteRoute("/_/healthcheck", healthcheck, methods=["GET", "POST"]),
         StarletteRoute("/_/healthcheck/deep", healthcheck, methods=["GET", "POST"]),
         StarletteRoute("/_/{rest:path}", internal_unknown, methods=methods),
-        StarletteRoute("/{path:path}", s3_endpoint, methods=methods),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return S3App(Starlette(routes=routes, lifespan=lifespan))

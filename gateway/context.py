@@ -74,7 +74,7 @@ class RequestContext:
     headers: dict[str, str]
     auth: "AuthResult"
     auth_request: "AuthRequest"
-    account: Account
+    account: Account   # None only while PostObject authenticates from its form
     extra_log: dict[str, Any] = field(default_factory=dict)
 
     @property

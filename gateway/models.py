@@ -17,6 +17,7 @@ SPLITTER = "..|.."
 MPU_SHADOW_PREFIX = "mpuShadowBucket"
 BUCKET_MODEL_VERSION = 16
 OBJECT_MODEL_VERSION = 6
+MAX_KEY_BYTES = 1024   # AWS's object key length limit
 EMPTY_MD5 = "d41d8cd98f00b204e9800998ecf8427e"
 ADMIN_OWNER = "admin"
 

@@ -22,14 +22,13 @@ from gateway.api.common import xml_response
 from gateway.api.object_versions import Deleted, delete_one
 from gateway.auth.payload import VerifiedBody
 from gateway.context import RequestContext
-from gateway.models import BucketInfo
+from gateway.models import MAX_KEY_BYTES, BucketInfo
 from gateway.router import action
 from gateway.xml import MAX_XML_BYTES, children, local, parse, root, sub
 
 log = get_logger("gateway")
 
 MAX_KEYS_PER_DELETE = 1000        # AWS: "a list of up to 1000 keys"
-MAX_KEY_BYTES = 1024              # AWS's object key length limit
 DELETE_CONCURRENCY = 16           # metadata round-trips in flight for one request
 MISSING_INTEGRITY_MESSAGE = "Missing required header for this request: Content-MD5"
 

@@ -24,6 +24,7 @@ from gateway.router import action
 from gateway.versioning import commit_version, external_version_id
 
 MAX_PUT_SIZE = 5 * 1024 ** 3   # 5 GiB single PUT limit
+SMALL_BODY_BYTES = 256 * 1024  # GET bodies up to this size are sent whole (bounded memory per request)
 
 
 def object_location(bucket: BucketInfo) -> str:
@@ -158,9 +159,13 @@ async def get_object(ctx: RequestContext) -> Response:
     check_conditions(ctx.headers, md.get("content-md5", ""), md["last-modified"])
     headers = _response_headers(ctx, bucket, md)
     first, last, status = _selected_bytes(ctx, md, headers)
-    headers["Content-Length"] = str(last - first + 1)
-    return StreamingResponse(stream_locations(ctx, md.get("location"), first, last),
-                             status_code=status, headers=headers)
+    length = last - first + 1
+    headers["Content-Length"] = str(length)
+    chunks = stream_locations(ctx, md.get("location"), first, last)
+    if length <= SMALL_BODY_BYTES:
+        # Small bodies in one piece: a streaming response costs a task group per request.
+        return Response(b"".join([c async for c in chunks]), status_code=status, headers=headers)
+    return StreamingResponse(chunks, status_code=status, headers=headers)
 
 
 @action("HeadObject")

@@ -32,12 +32,11 @@ from shared.errors import S3Error
 
 from gateway.api.bucket import CANNED_ACLS
 from gateway.api.common import delete_locations, find_object_md, user_metadata, xml_response
-from gateway.api.delete import MAX_KEY_BYTES
 from gateway.api.object import MAX_PUT_SIZE, object_location
 from gateway.auth import v2, v4
 from gateway.auth.request import lookup_secret, signatures_equal
 from gateway.context import RequestContext
-from gateway.models import EMPTY_MD5, new_object_md
+from gateway.models import EMPTY_MD5, MAX_KEY_BYTES, new_object_md
 from gateway.router import action
 from gateway.versioning import commit_version, external_version_id
 from gateway.xml import root, sub
@@ -380,7 +379,7 @@ def _authenticate_v4(fields: dict[str, str], config: Any) -> Account:
                       ArgumentName="x-amz-algorithm", ArgumentValue=fields["x-amz-algorithm"])
     credential = fields["x-amz-credential"]
     # Private helper of gateway.auth.v4 (lead asked to expose it): access key/date/region/service/terminator.
-    parts = v4._split_credential(credential)
+    parts = v4.split_credential(credential)
     if parts is None or parts[3] != v4.SERVICE or parts[4] != v4.TERMINATOR \
             or parts[1] != fields["x-amz-date"][:8]:
         raise S3Error("InvalidArgument", "The X-Amz-Credential form field is malformed.",

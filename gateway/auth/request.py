@@ -173,10 +173,17 @@ def utc_now(now: datetime | None) -> datetime:
     return now if now.tzinfo else now.replace(tzinfo=timezone.utc)
 
 
+_AMZ_DATE_RE = re.compile(r"(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z\Z")
+
+
 def parse_amz_date(value: str) -> datetime | None:
     """ISO 8601 basic ("20130524T000000Z") -> aware datetime, or None."""
+    # A regex and the constructor: strptime costs several times more on every request.
+    m = _AMZ_DATE_RE.match(value.strip())
+    if m is None:
+        return None
     try:
-        return datetime.strptime(value.strip(), AMZ_DATE_FORMAT).replace(tzinfo=timezone.utc)
+        return datetime(*map(int, m.groups()), tzinfo=timezone.utc)
     except ValueError:
         return None
 

@@ -145,7 +145,7 @@ def _query_error(detail: str) -> S3Error:
     return S3Error("AuthorizationQueryParametersError", detail)
 
 
-def _split_credential(credential: str) -> tuple[str, str, str, str, str] | None:
+def split_credential(credential: str) -> tuple[str, str, str, str, str] | None:
     """access_key/date/region/service/terminator (the access key itself may hold '/')."""
     parts = credential.split("/")
     if len(parts) < 5 or not all(parts[-4:]):
@@ -230,7 +230,7 @@ def authenticate_header(req: AuthRequest, config: Config, now: datetime | None =
     """Authorization: AWS4-HMAC-SHA256 ... ."""
     now = utc_now(now)
     credential, signed, provided = parse_authorization(req.header("authorization") or "")
-    parts = _split_credential(credential)
+    parts = split_credential(credential)
     if parts is None:
         raise _header_malformed(f"the Credential is mal-formed; expecting {_CREDENTIAL_FORMAT}.")
     access_key, date, region, service, terminator = parts
@@ -271,7 +271,7 @@ def authenticate_query(req: AuthRequest, config: Config, now: datetime | None = 
                            "and X-Amz-Expires parameters.")
     if params["X-Amz-Algorithm"] != ALGORITHM:
         raise _query_error(f'X-Amz-Algorithm only supports "{ALGORITHM}"')
-    parts = _split_credential(params["X-Amz-Credential"] or "")
+    parts = split_credential(params["X-Amz-Credential"] or "")
     if parts is None:
         raise _query_error("Error parsing the X-Amz-Credential parameter; the Credential is mal-formed; "
                            f"expecting {_CREDENTIAL_FORMAT}.")

@@ -1,0 +1,598 @@
+"""MetaStore: the one metadata versioning engine, over an OrderedKV.
+
+It owns, for both the dmd (RocksDB) and the in-memory backend:
+- the put/get/del semantics of the versioning options (dmd-protocol §4.4, classic §4.5):
+  master key `key`, version keys `key\\0<vid>`, placeholder-for-deletion (PHD) masters and their repair;
+- group commit (§2): every write is queued; one committer takes everything queued (up to
+  `write_batch_max_ops` ops) as ONE synchronous batch, run in a worker thread, and answers each
+  caller only once its batch is durable;
+- a write cache of queued-but-uncommitted values, so read-modify-write operations see every
+  write queued before them (the original's WriteCache), plus per-key locks that serialise the
+  read-modify-write operations of one key until their batch is committed;
+- lazy range reads (levelup options) and raw key listings, fetched off the event loop in chunks;
+- the instance UUID file and disk usage.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from itertools import islice
+from typing import Any, TypeVar
+
+from shared import versionid
+from shared.log import get_logger, log_event
+from shared.metastore.errors import MetadataError, invalid_argument, obj_not_found
+from shared.metastore.keyspace import (
+    NO_LIMIT,
+    RangeQuery,
+    decode_text,
+    encode_text,
+    parse_range_options,
+    sublevel_prefix,
+)
+from shared.metastore.kv import MemoryKV, Op, OrderedKV
+
+T = TypeVar("T")
+
+UUID_FILENAME = "uuid"
+INITIAL_INSTANCE_ID_ENV = "INITIAL_INSTANCE_ID"
+DEFAULT_REPAIR_DELAY_S = 15.0          # §4.5: repair of a PHD master is scheduled 15000 ms after the delete
+DEFAULT_WRITE_BATCH_MAX_OPS = 1_000
+PHD_LISTING_LIMIT = 3                  # A-cur lists 3 entries (master + 2 versions) to resolve a PHD
+VERSIONS_UPPER = b"\x01"               # key + \x01 bounds "the master and all versions of key" (§4.3)
+VERSION_SEPARATOR = versionid.SEPARATOR.encode()
+# Read streams: first chunk small for latency, then larger to amortise the thread hops.
+STREAM_FIRST_CHUNK = 32
+STREAM_MAX_CHUNK = 256
+# How often a read-modify-write read is retried when commits keep landing during it, before
+# falling back to one read on the event loop (atomic with the caller's next step).
+_RMW_READ_ATTEMPTS = 3
+
+_log = get_logger("metastore")
+
+
+def _phd_value(vid: str) -> str:
+    # The literal format of the original, spaces included (§4.5).
+    return f'{{ "isPHD": true, "versionId": "{vid}" }}'
+
+
+def _version_reply(vid: str) -> str:
+    return json.dumps({"versionId": vid}, separators=(",", ":"), ensure_ascii=False)
+
+
+def append_version_id(value: str, vid: str) -> str:
+    """Insert `"versionId":"<vid>"` before the final '}' of a JSON object string, without re-serialising it (§4.3)."""
+    end = value.rfind("}")
+    head = value[:end]
+    field = '"versionId":' + json.dumps(vid, ensure_ascii=False)
+    if head.rstrip().endswith("{"):
+        return f"{head}{field}{value[end:]}"
+    return f"{head},{field}{value[end:]}"
+
+
+def _version_fields(raw: str | None) -> tuple[str | None, bool]:
+    """(versionId, isPHD) of a stored value; a value that is not a JSON object has neither."""
+    if raw is None:
+        return None, False
+    try:
+        obj = json.loads(raw)
+    except ValueError:
+        return None, False
+    if not isinstance(obj, dict):
+        return None, False
+    vid = obj.get("versionId")
+    return (vid if isinstance(vid, str) else None), obj.get("isPHD") is True
+
+
+def _is_set(options: dict[str, Any], name: str) -> bool:
+    """JS `options[name] || options[name] === ''`: how Arsenal tests the versioning options."""
+    value = options.get(name)
+    if isinstance(value, (str, list, dict)):
+        return True   # '' counts as set; JS objects and arrays are truthy
+    return bool(value)
+
+
+def _check_options(options: object) -> dict[str, Any]:
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise invalid_argument("options must be an object")
+    return options
+
+
+def _requested_version(options: dict[str, Any]) -> str | None:
+    """The versionId option as a string, or None when unset (None, False, 0 are unset, '' is set)."""
+    if not _is_set(options, "versionId"):
+        return None
+    value = options["versionId"]
+    if not isinstance(value, str):
+        raise invalid_argument("option versionId must be a string")
+    return value
+
+
+def _check_json_object(value: str) -> None:
+    stripped = value.strip()
+    if not (stripped.startswith("{") and stripped.endswith("}")):
+        raise invalid_argument("a versioned value must be a JSON object string")
+
+
+class _KeyLock:
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
+class _QueuedWrite:
+    __slots__ = ("future", "ops")
+
+    def __init__(self, ops: list[Op], future: asyncio.Future[None]):
+        self.ops = ops
+        self.future = future
+
+
+class _Cursor:
+    """A blocking KV iterator consumed in chunks, closed safely even if a chunk is still being read."""
+
+    def __init__(self, it: Iterator[tuple[bytes, bytes]], inline: bool):
+        self._it = it
+        self._inline = inline
+        self._hop: asyncio.Future[list[tuple[bytes, bytes]]] | None = None
+
+    def _take(self, n: int) -> list[tuple[bytes, bytes]]:
+        return list(islice(self._it, n))
+
+    async def take(self, n: int) -> list[tuple[bytes, bytes]]:
+        if self._inline:
+            return self._take(n)
+        self._hop = asyncio.get_running_loop().run_in_executor(None, self._take, n)
+        chunk = await self._hop
+        self._hop = None
+        return chunk
+
+    def close(self) -> None:
+        hop = self._hop
+        if hop is not None and not hop.done():
+            # The worker thread is still inside the generator: close it once the hop finishes.
+            hop.add_done_callback(lambda _f: self._it.close())  # type: ignore[attr-defined]
+        else:
+            self._it.close()  # type: ignore[attr-defined]
+
+
+class MetaStore:
+    """The metadata engine: sublevels, versioning options, PHD repair and group commit over an OrderedKV."""
+
+    def __init__(self, kv: OrderedKV, *, metadata_path: str | None = None,
+                 replication_group_id: str = versionid.DEFAULT_REPLICATION_GROUP_ID,
+                 write_batch_max_ops: int = DEFAULT_WRITE_BATCH_MAX_OPS,
+                 repair_delay_s: float = DEFAULT_REPAIR_DELAY_S,
+                 version_id_suffix: bool = True) -> None:
+        """`version_id_suffix`: append the in-process counter to generated ids (S3_VERSION_ID_ENCODING_TYPE
+        unset or "hex", §4.1); without it ids are 27 chars and encode to base62."""
+        if write_batch_max_ops < 1:
+            raise ValueError("write_batch_max_ops must be >= 1")
+        self._kv = kv
+        # An in-memory store answers in microseconds: calling it inline beats a thread hop.
+        self._inline = isinstance(kv, MemoryKV)
+        self._metadata_path = metadata_path
+        self._rg = replication_group_id
+        self._max_ops = write_batch_max_ops
+        self._repair_delay_s = repair_delay_s
+        self._vid_suffix = version_id_suffix
+        self._vid_counter = 0
+        self._closed = False
+        # group commit state
+        self._queue: collections.deque[_QueuedWrite] = collections.deque()
+        self._committer: asyncio.Task[None] | None = None
+        self._pending: dict[bytes, list[Any]] = {}   # key -> [latest queued value | None, queued count]
+        self._commits_done = 0
+        self._stats = {"batches": 0, "ops": 0, "max_batch_ops": 0, "last_batch_ops": 0}
+        # versioning state
+        self._key_locks: dict[bytes, _KeyLock] = {}
+        self._repair_timers: dict[bytes, asyncio.TimerHandle] = {}
+        self._repair_tasks: set[asyncio.Task[None]] = set()
+        self._uuid = self._init_uuid()
+
+    # --- public API ---------------------------------------------------------------------------
+
+    async def put(self, sublevel: list[str], key: str, value: str, options: dict | None) -> str | None:
+        """Store `value`; None for a plain put, the string '{"versionId":"<vid>"}' for versioned puts."""
+        self._check_open()
+        prefix = sublevel_prefix(sublevel)
+        master = prefix + encode_text(key, "key")
+        encode_text(value, "value")
+        opts = _check_options(options)
+        version = _requested_version(opts)
+        if version is not None:
+            if version == "":
+                # Versioning suspended: overwrite the master only, with an internal fresh id.
+                _check_json_object(value)
+                vid = self._new_vid()
+                await self._write([(master, append_version_id(value, vid).encode())])
+                return _version_reply(vid)
+            if version == versionid.EXTERNAL_NULL:
+                raise MetadataError("NotImplemented", 501, "null-key versions are not supported")
+            return await self._put_version(master, value, version)
+        if _is_set(opts, "versioning"):
+            _check_json_object(value)
+            vid = self._new_vid()
+            stored = append_version_id(value, vid).encode()
+            await self._write([(master, stored), (master + VERSION_SEPARATOR + vid.encode(), stored)])
+            return _version_reply(vid)
+        await self._write([(master, value.encode())])
+        return None
+
+    async def get(self, sublevel: list[str], key: str, options: dict | None) -> str:
+        """The master (PHD resolved) or, with versionId, that version. Raises ObjNotFound."""
+        self._check_open()
+        prefix = sublevel_prefix(sublevel)
+        master = prefix + encode_text(key, "key")
+        version = _requested_version(_check_options(options))
+        if version:
+            suffix = b"" if version == versionid.EXTERNAL_NULL else encode_text(version, "versionId")
+            raw = await self._run(self._kv.get, master + VERSION_SEPARATOR + suffix)
+            if raw is None:
+                raise obj_not_found()
+            return decode_text(raw)
+        raw = await self._run(self._kv.get, master)
+        if raw is None:
+            raise obj_not_found()
+        text = decode_text(raw)
+        if not _version_fields(text)[1]:
+            return text
+        resolved = await self._resolve_phd(master)
+        if resolved is None:
+            raise obj_not_found()
+        return resolved
+
+    async def delete(self, sublevel: list[str], key: str, options: dict | None) -> str | None:
+        """Delete the master, or with versionId that version (placing a PHD if it was the master's)."""
+        self._check_open()
+        prefix = sublevel_prefix(sublevel)
+        master = prefix + encode_text(key, "key")
+        version = _requested_version(_check_options(options))
+        if not version:
+            await self._write([(master, None)])   # deleting a missing key is not an error
+            return None
+        if version == versionid.EXTERNAL_NULL:
+            raise MetadataError("NotImplemented", 501, "null-key versions are not supported")
+        return await self._delete_version(master, version)
+
+    def read_stream(self, sublevel: list[str], options: dict) -> AsyncIterator[Any]:
+        """levelup createReadStream on a sublevel: {"key","value"} items (or bare keys / values)."""
+        self._check_open()
+        prefix = sublevel_prefix(sublevel)
+        query = parse_range_options(options, prefix)
+        skip = len(prefix)
+
+        def shape(k: bytes, v: bytes) -> Any:
+            if query.keys and query.values:
+                return {"key": decode_text(k[skip:]), "value": decode_text(v)}
+            return decode_text(k[skip:]) if query.keys else decode_text(v)
+        return self._stream(query, shape)
+
+    def raw_list_keys(self, options: dict | None = None) -> AsyncIterator[str]:
+        """Physical keys ("!sub!key") of the whole database, levelup range options on those keys."""
+        self._check_open()
+        query = parse_range_options(options, None)
+        return self._stream(query, lambda k, _v: decode_text(k))
+
+    async def get_uuid(self) -> str:
+        return self._uuid
+
+    async def get_disk_usage(self) -> dict:
+        return await self._run(self._kv.disk_usage)
+
+    def stats(self) -> dict:
+        return dict(self._stats)
+
+    async def close(self) -> None:
+        """Commit what is queued, stop the repair timers, and close the store."""
+        if self._closed:
+            return
+        self._closed = True
+        for handle in self._repair_timers.values():
+            handle.cancel()
+        self._repair_timers.clear()
+        for task in list(self._repair_tasks):
+            task.cancel()
+        if self._repair_tasks:
+            await asyncio.gather(*self._repair_tasks, return_exceptions=True)
+        if self._committer is not None:
+            await asyncio.gather(self._committer, return_exceptions=True)
+        await self._run(self._kv.close)
+        log_event(_log, logging.INFO, "metastore closed", **self._stats)
+
+    # --- versioning algorithms (§4.5) -----------------------------------------------------------
+
+    async def _put_version(self, master: bytes, value: str, version: str) -> str:
+        version_key = master + VERSION_SEPARATOR + encode_text(version, "versionId")
+        async with self._key_lock(master):
+            current = await self._read_for_update(master)
+            ops: list[Op] = [(version_key, value.encode())]
+            master_vid = _version_fields(None if current is None else decode_text(current))[0]
+            # Ids sort newest-first: a master id >= the put one means the master is this version or older.
+            if current is None or (master_vid is not None and master_vid.encode() >= version.encode()):
+                ops.append((master, value.encode()))
+            await self._durable(self._enqueue(ops))
+        return _version_reply(version)
+
+    async def _delete_version(self, master: bytes, version: str) -> str:
+        version_key = master + VERSION_SEPARATOR + encode_text(version, "versionId")
+        async with self._key_lock(master):
+            current = await self._read_for_update(master)
+            ops: list[Op] = [(version_key, None)]
+            master_vid, master_is_phd = _version_fields(None if current is None else decode_text(current))
+            placed_phd = current is not None and (master_is_phd or master_vid == version)
+            if placed_phd:
+                ops.append((master, _phd_value(self._new_vid()).encode()))
+            await self._durable(self._enqueue(ops))
+        if placed_phd:
+            self._schedule_repair(master)
+        return _version_reply(version)
+
+    async def _resolve_phd(self, master: bytes) -> str | None:
+        """Resolve (and repair) a PHD master: the newest version's value, or None when no version is left.
+
+        Runs under the key lock, so one resolution per key at a time; a later caller finds it repaired."""
+        async with self._key_lock(master):
+            while True:
+                listing = await self._list_versions(master)
+                if not listing:
+                    return None
+                first_key, first_value = listing[0]
+                if first_key != master:
+                    # No master but versions exist: a plain delete removed it; nothing to resolve.
+                    return None
+                seen = first_value
+                if not _version_fields(decode_text(seen))[1]:
+                    return decode_text(seen)
+                current = await self._read_for_update(master)
+                if current is None:
+                    return None
+                if current != seen:
+                    if _version_fields(decode_text(current))[1]:
+                        # Another PHD was queued meanwhile: let it land, then list again.
+                        await self._flush()
+                        continue
+                    return decode_text(current)
+                # Same PHD as listed: apply the repair in the same step as the re-check.
+                newest = listing[1][1] if len(listing) > 1 else None
+                fut = self._enqueue([(master, newest)])
+                try:
+                    await self._durable(fut)
+                except MetadataError as exc:
+                    log_event(_log, logging.WARNING, "PHD repair failed", key=decode_text(master),
+                              error=exc.description)
+                return None if newest is None else decode_text(newest)
+
+    async def _list_versions(self, master: bytes) -> list[tuple[bytes, bytes]]:
+        def scan() -> list[tuple[bytes, bytes]]:
+            it = self._kv.iterate(gte=master, lt=master + VERSIONS_UPPER)
+            try:
+                return list(islice(it, PHD_LISTING_LIMIT))
+            finally:
+                it.close()  # type: ignore[attr-defined]
+        return await self._run(scan)
+
+    def _schedule_repair(self, master: bytes) -> None:
+        if self._closed:
+            return
+        old = self._repair_timers.pop(master, None)
+        if old is not None:
+            old.cancel()
+        loop = asyncio.get_running_loop()
+        self._repair_timers[master] = loop.call_later(self._repair_delay_s, self._start_repair, master)
+
+    def _start_repair(self, master: bytes) -> None:
+        self._repair_timers.pop(master, None)
+        if self._closed:
+            return
+        task = asyncio.get_running_loop().create_task(self._repair(master))
+        self._repair_tasks.add(task)
+        task.add_done_callback(self._repair_tasks.discard)
+
+    async def _repair(self, master: bytes) -> None:
+        try:
+            raw = await self._read_for_update(master)
+            if raw is not None and _version_fields(decode_text(raw))[1]:
+                await self._resolve_phd(master)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a background repair must never crash the loop; get() repairs later
+            log_event(_log, logging.WARNING, "PHD repair failed", key=decode_text(master), error=str(exc))
+
+    # --- group commit -------------------------------------------------------------------------------
+
+    async def _write(self, ops: list[Op]) -> None:
+        await self._enqueue(ops)
+
+    def _enqueue(self, ops: list[Op]) -> asyncio.Future[None]:
+        """Queue one caller's ops (committed together in one batch); the future resolves once durable."""
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        for key, value in ops:
+            entry = self._pending.get(key)
+            if entry is None:
+                self._pending[key] = [value, 1]
+            else:
+                entry[0] = value
+                entry[1] += 1
+        self._queue.append(_QueuedWrite(ops, future))
+        if self._committer is None or self._committer.done():
+            # No commit in flight: commit now (on the next loop turn, gathering what this turn queues).
+            self._committer = loop.create_task(self._commit_loop())
+        return future
+
+    async def _commit_loop(self) -> None:
+        while self._queue:
+            batch: list[_QueuedWrite] = []
+            count = 0
+            while self._queue and (not batch or count + len(self._queue[0].ops) <= self._max_ops):
+                write = self._queue.popleft()
+                batch.append(write)
+                count += len(write.ops)
+            ops = [op for write in batch for op in write.ops]
+            error: BaseException | None = None
+            try:
+                await self._run(self._kv.write, ops, True)
+            except asyncio.CancelledError as exc:
+                error = exc
+            except Exception as exc:  # noqa: BLE001 - any store failure fails this batch's callers
+                error = exc
+                log_event(_log, logging.ERROR, "metadata batch failed", ops=len(ops), error=str(exc))
+            for key, _value in ops:
+                entry = self._pending[key]
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del self._pending[key]
+            self._commits_done += 1
+            if error is None:
+                self._stats["batches"] += 1
+                self._stats["ops"] += len(ops)
+                self._stats["last_batch_ops"] = len(ops)
+                self._stats["max_batch_ops"] = max(self._stats["max_batch_ops"], len(ops))
+            for write in batch:
+                if write.future.done():
+                    continue
+                if error is None:
+                    write.future.set_result(None)
+                else:
+                    write.future.set_exception(
+                        MetadataError("InternalError", 500, f"metadata write failed: {error}"))
+            if isinstance(error, asyncio.CancelledError):
+                raise error
+
+    async def _flush(self) -> None:
+        """Wait until every write queued so far is committed (or failed)."""
+        if self._queue:
+            await asyncio.wait([self._queue[-1].future])
+        elif self._committer is not None and not self._committer.done():
+            await asyncio.wait([self._committer])
+
+    @staticmethod
+    async def _durable(future: asyncio.Future[None]) -> None:
+        """Await a commit; if the caller is cancelled, still hold its key lock until the batch is done."""
+        try:
+            await asyncio.shield(future)
+        except asyncio.CancelledError:
+            with contextlib.suppress(BaseException):
+                await asyncio.wait([future])
+            raise
+
+    async def _read_for_update(self, key: bytes) -> bytes | None:
+        """Read `key` as it will be once every queued write is committed (the write cache of §2)."""
+        for _ in range(_RMW_READ_ATTEMPTS):
+            entry = self._pending.get(key)
+            if entry is not None:
+                return entry[0]
+            commits_before = self._commits_done
+            value = await self._run(self._kv.get, key)
+            entry = self._pending.get(key)
+            if entry is not None:
+                return entry[0]
+            if self._commits_done == commits_before:
+                # No commit finished during the read, so no queued write to this key was missed.
+                return value
+        return self._kv.get(key)
+
+    @contextlib.asynccontextmanager
+    async def _key_lock(self, master: bytes) -> AsyncIterator[None]:
+        entry = self._key_locks.get(master)
+        if entry is None:
+            entry = self._key_locks[master] = _KeyLock()
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                del self._key_locks[master]   # no waiter left: free it so idle keys cost no memory
+
+    # --- streams ------------------------------------------------------------------------------
+
+    async def _stream(self, query: RangeQuery, shape: Callable[[bytes, bytes], T]) -> AsyncIterator[T]:
+        if query.limit == 0:
+            return
+        try:
+            it = self._kv.iterate(gt=query.gt, gte=query.gte, lt=query.lt, lte=query.lte, reverse=query.reverse)
+        except Exception as exc:
+            raise MetadataError("InternalError", 500, f"cannot read metadata: {exc}") from exc
+        cursor = _Cursor(it, self._inline)
+        remaining = query.limit
+        size = STREAM_FIRST_CHUNK
+        try:
+            while True:
+                want = size if remaining == NO_LIMIT else min(size, remaining)
+                try:
+                    chunk = await cursor.take(want)
+                except Exception as exc:
+                    raise MetadataError("InternalError", 500, f"metadata read failed: {exc}") from exc
+                for k, v in chunk:
+                    yield shape(k, v)
+                if remaining != NO_LIMIT:
+                    remaining -= len(chunk)
+                    if remaining <= 0:
+                        return
+                if len(chunk) < want:
+                    if self._closed:
+                        raise MetadataError("InternalError", 500, "metadata store closed during a read")
+                    return
+                size = min(size * 2, STREAM_MAX_CHUNK)
+        finally:
+            cursor.close()
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Call the store: inline for memory, in a worker thread for RocksDB; store failures become InternalError."""
+        try:
+            if self._inline:
+                return fn(*args)
+            return await asyncio.to_thread(fn, *args)
+        except MetadataError:
+            raise
+        except Exception as exc:
+            raise MetadataError("InternalError", 500, f"metadata store error: {exc}") from exc
+
+    def _new_vid(self) -> str:
+        info = ""
+        if self._vid_suffix:
+            info = str(self._vid_counter)
+            self._vid_counter += 1
+        return versionid.generate(self._rg, info)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise MetadataError("InternalError", 500, "metadata store is closed")
+
+    def _init_uuid(self) -> str:
+        """<metadata_path>/uuid, created on first open (INITIAL_INSTANCE_ID, else a uuid4)."""
+        if self._metadata_path is None:
+            return os.environ.get(INITIAL_INSTANCE_ID_ENV) or str(uuid.uuid4())
+        path = os.path.join(self._metadata_path, UUID_FILENAME)
+        try:
+            with open(path, encoding="utf-8") as f:
+                existing = f.read().strip()
+            if existing:
+                return existing
+        except FileNotFoundError:
+            pass
+        instance_id = os.environ.get(INITIAL_INSTANCE_ID_ENV) or str(uuid.uuid4())
+        os.makedirs(self._metadata_path, exist_ok=True)
+        tmp = f"{path}.tmp.{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(instance_id)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)   # atomic: a crash never leaves a half-written uuid
+        return instance_id

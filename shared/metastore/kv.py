@@ -1,0 +1,246 @@
+"""The ordered key-value interface under the metadata engine, and its two stores.
+
+`OrderedKV` is all the engine needs from storage: point reads, atomic batches
+and lazy byte-ordered range iteration. `RocksKV` keeps the dmd's database in
+RocksDB (rocksdict, raw bytes) at `<path>/rootDB`; `MemoryKV` keeps it in a
+sorted map for the in-memory backend and tests. All methods are blocking; the
+engine calls them from worker threads, so both stores are thread-safe.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+
+from sortedcontainers import SortedDict
+
+Op = tuple[bytes, "bytes | None"]   # (key, value); value None deletes the key
+
+ROOT_DB_DIRNAME = "rootDB"
+# Items fetched per lock acquisition when iterating MemoryKV: short enough not to stall writers.
+_MEMORY_ITER_CHUNK = 128
+
+
+class KVOpenError(Exception):
+    """The store cannot be opened (corrupt or unreadable); it is never silently re-initialised."""
+
+
+class KVClosedError(Exception):
+    """An operation was attempted on a closed store."""
+
+
+class _Range:
+    """gt/gte/lt/lte bounds in byte order; a strict bound wins over a non-strict one given for the same side."""
+
+    __slots__ = ("lower", "lower_incl", "upper", "upper_incl")
+
+    def __init__(self, gt: bytes | None, gte: bytes | None, lt: bytes | None, lte: bytes | None):
+        self.lower, self.lower_incl = (gt, False) if gt is not None else (gte, True)
+        self.upper, self.upper_incl = (lt, False) if lt is not None else (lte, True)
+
+    def above_lower(self, key: bytes) -> bool:
+        if self.lower is None:
+            return True
+        return key >= self.lower if self.lower_incl else key > self.lower
+
+    def below_upper(self, key: bytes) -> bool:
+        if self.upper is None:
+            return True
+        return key <= self.upper if self.upper_incl else key < self.upper
+
+
+def _statvfs_usage(path: str) -> dict[str, int]:
+    st = os.statvfs(path)
+    return {"available": st.f_bavail * st.f_frsize, "free": st.f_bfree * st.f_frsize,
+            "total": st.f_blocks * st.f_frsize}
+
+
+class OrderedKV(ABC):
+    """A byte-ordered key-value store with atomic multi-key writes."""
+
+    @abstractmethod
+    def get(self, key: bytes) -> bytes | None: ...
+
+    @abstractmethod
+    def write(self, ops: list[Op], sync: bool = True) -> None:
+        """Apply all ops atomically, in order (a later op on the same key wins)."""
+
+    @abstractmethod
+    def iterate(self, gt: bytes | None = None, gte: bytes | None = None, lt: bytes | None = None,
+                lte: bytes | None = None, reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
+        """Lazy (key, value) pairs inside the bounds, byte order (descending when reverse).
+
+        Close the iterator (`.close()`) when stopping early to free its resources at once."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
+    def disk_usage(self) -> dict[str, int]:
+        """{"available", "free", "total"} in bytes for the filesystem holding the data."""
+
+
+class MemoryKV(OrderedKV):
+    """In-memory store over a SortedDict; iteration resumes from its last key so concurrent writes are safe."""
+
+    def __init__(self, disk_usage_path: str = ".") -> None:
+        self._data: SortedDict = SortedDict()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._disk_usage_path = disk_usage_path
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise KVClosedError("store is closed")
+
+    def get(self, key: bytes) -> bytes | None:
+        with self._lock:
+            self._check_open()
+            return self._data.get(key)
+
+    def write(self, ops: list[Op], sync: bool = True) -> None:
+        with self._lock:
+            self._check_open()
+            for key, value in ops:
+                if value is None:
+                    self._data.pop(key, None)
+                else:
+                    self._data[key] = value
+
+    def iterate(self, gt: bytes | None = None, gte: bytes | None = None, lt: bytes | None = None,
+                lte: bytes | None = None, reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
+        rng = _Range(gt, gte, lt, lte)
+        # The cursor is the last key returned; each chunk restarts irange() strictly past it,
+        # so writes between chunks never invalidate the iteration.
+        lower, lower_incl = rng.lower, rng.lower_incl
+        upper, upper_incl = rng.upper, rng.upper_incl
+        while True:
+            with self._lock:
+                self._check_open()
+                keys = self._data.irange(lower, upper, (lower_incl, upper_incl), reverse=reverse)
+                chunk = []
+                for key in keys:
+                    chunk.append((key, self._data[key]))
+                    if len(chunk) >= _MEMORY_ITER_CHUNK:
+                        break
+            yield from chunk
+            if len(chunk) < _MEMORY_ITER_CHUNK:
+                return
+            if reverse:
+                upper, upper_incl = chunk[-1][0], False
+            else:
+                lower, lower_incl = chunk[-1][0], False
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+
+    def disk_usage(self) -> dict[str, int]:
+        return _statvfs_usage(self._disk_usage_path)
+
+
+class RocksKV(OrderedKV):
+    """RocksDB at `<path>/rootDB` through rocksdict in raw-bytes mode; batches are fsynced unless no_sync."""
+
+    def __init__(self, path: str, *, no_sync: bool = False) -> None:
+        from rocksdict import (  # imported here: MemoryKV users need no RocksDB
+            Options,
+            Rdict,
+            WriteOptions,
+        )
+
+        self.path = path
+        self.db_path = os.path.join(path, ROOT_DB_DIRNAME)
+        self._no_sync = no_sync
+        self._iterators: weakref.WeakSet[Iterator[tuple[bytes, bytes]]] = weakref.WeakSet()
+        self._iter_lock = threading.Lock()
+        self._closed = False
+        if os.path.isdir(self.db_path) and os.listdir(self.db_path) \
+                and not os.path.exists(os.path.join(self.db_path, "CURRENT")):
+            # RocksDB would create a fresh empty DB next to the debris: refuse instead.
+            raise KVOpenError(f"metadata database at {self.db_path} is not empty but has no CURRENT file")
+        try:
+            os.makedirs(path, exist_ok=True)
+            options = Options(raw_mode=True)
+            options.create_if_missing(True)
+            self._db = Rdict(self.db_path, options)
+        except Exception as exc:  # rocksdict raises a bare Exception ("Corruption: ...", "IO error: ...")
+            raise KVOpenError(f"cannot open metadata database at {self.db_path}: {exc}") from exc
+        self._sync_options = WriteOptions()
+        self._sync_options.sync = not no_sync
+        self._async_options = WriteOptions()
+
+    def get(self, key: bytes) -> bytes | None:
+        self._check_open()
+        return self._db.get(key)
+
+    def write(self, ops: list[Op], sync: bool = True) -> None:
+        from rocksdict import WriteBatch
+
+        self._check_open()
+        batch = WriteBatch(raw_mode=True)
+        for key, value in ops:
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        self._db.write(batch, self._sync_options if sync else self._async_options)
+
+    def iterate(self, gt: bytes | None = None, gte: bytes | None = None, lt: bytes | None = None,
+                lte: bytes | None = None, reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
+        self._check_open()
+        gen = self._iterate(_Range(gt, gte, lt, lte), reverse)
+        with self._iter_lock:
+            self._iterators.add(gen)
+        return gen
+
+    def _iterate(self, rng: _Range, reverse: bool) -> Iterator[tuple[bytes, bytes]]:
+        it = self._db.iter()
+        try:
+            if reverse:
+                if rng.upper is None:
+                    it.seek_to_last()
+                else:
+                    it.seek_for_prev(rng.upper)
+                    if it.valid() and not rng.below_upper(it.key()):
+                        it.prev()
+                in_range, step = rng.above_lower, it.prev
+            else:
+                if rng.lower is None:
+                    it.seek_to_first()
+                else:
+                    it.seek(rng.lower)
+                    if it.valid() and not rng.above_lower(it.key()):
+                        it.next()
+                in_range, step = rng.below_upper, it.next
+            while it.valid():
+                key = it.key()
+                if not in_range(key):
+                    return
+                yield key, it.value()
+                step()
+            it.status()   # raises if the iteration stopped on an I/O error rather than the end
+        finally:
+            del it
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise KVClosedError("store is closed")
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with self._iter_lock:
+            iterators = list(self._iterators)
+        for gen in iterators:
+            try:
+                gen.close()  # type: ignore[attr-defined]
+            except ValueError:
+                pass  # still running in another thread; its own finally frees the RocksDB iterator
+        self._db.close()
+
+    def disk_usage(self) -> dict[str, int]:
+        return _statvfs_usage(self.path)
