@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared import versionid
+from shared.errors import S3Error
 
 from gateway.context import RequestContext
 from gateway.models import BucketInfo
@@ -30,6 +31,20 @@ def _null_vid(ctx: RequestContext, master: dict[str, Any]) -> str:
     return versionid.get_inf_vid(ctx.config.replication_group_id)
 
 
+VERSION_ID_PARAM = "versionId"
+
+
+def refuse_version_id(ctx: RequestContext) -> None:
+    """Writes of a new version never name one: PutObject, CopyObject and CompleteMultipartUpload
+    with ?versionId= answer 400 InvalidArgument (reference, "Specifying Versions in APIs for
+    Putting Versions"). Handlers should call this before moving any data; commit_version calls
+    it again so that no write path can miss it."""
+    version = ctx.query.get(VERSION_ID_PARAM)
+    if version is not None:
+        raise S3Error("InvalidArgument", "This operation does not accept a version id", ArgumentName=VERSION_ID_PARAM,
+                      ArgumentValue=version)
+
+
 async def commit_version(ctx: RequestContext, bucket: BucketInfo, key: str, md: dict[str, Any],
                          master: dict[str, Any] | None) -> Committed:
     """Write `md` as the new current version of `key`; `master` is the current one (or None).
@@ -37,6 +52,7 @@ async def commit_version(ctx: RequestContext, bucket: BucketInfo, key: str, md: 
     The caller frees the data in `freed` only after this returns: a crash in
     between leaks data, never loses an object.
     """
+    refuse_version_id(ctx)
     md_client = ctx.services.metadata
     status = bucket.versioning_status
     sublevel = [bucket.name]

@@ -6,7 +6,7 @@ import json
 import re
 from datetime import datetime, timezone
 from email.utils import format_datetime, parsedate_to_datetime
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from starlette.responses import Response
 
@@ -14,7 +14,8 @@ from shared.errors import S3Error
 from shared.metastore.errors import MetadataError
 
 from gateway.context import RequestContext
-from gateway.models import parse_iso
+from gateway.models import BucketInfo, parse_iso
+from gateway.versioning import Committed, commit_version
 from gateway.xml import to_bytes
 
 # Headers copied from ObjectMD to GET/HEAD responses, in the original's names.
@@ -212,6 +213,28 @@ async def stream_locations(ctx: RequestContext, locations: list[dict[str, Any]] 
         whole = lo == 0 and hi == size - 1
         async for chunk in backend.get(loc["key"], None if whole else lo, None if whole else hi):
             yield chunk
+
+
+async def commit_new_object(ctx: RequestContext, bucket: BucketInfo, key: str, md: dict[str, Any],
+                            new_locations: list[dict[str, Any]] | None,
+                            check: Callable[[dict[str, Any] | None], None] | None = None) -> Committed:
+    """Commit `md` (whose data is already stored at `new_locations`) as the current version of `key`.
+
+    `check` sees the current version first (conditional writes). On any failure
+    the new data is freed and metadata is untouched; on success the data the
+    write replaced is freed, after the commit.
+    """
+    try:
+        master = await find_object_md(ctx, bucket.name, key)
+        if check is not None:
+            check(master)
+        committed = await commit_version(ctx, bucket, key, md, master)
+    except BaseException:
+        await delete_locations(ctx, new_locations)
+        raise
+    for freed in committed.freed:
+        await delete_locations(ctx, freed)
+    return committed
 
 
 async def delete_locations(ctx: RequestContext, locations: list[dict[str, Any]] | None) -> None:

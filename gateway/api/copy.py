@@ -17,18 +17,24 @@ from urllib.parse import unquote
 
 from starlette.responses import Response
 
-from shared.errors import S3Error
-
 from gateway import checksums
-from gateway.api.common import (STORED_RESPONSE_HEADERS, check_conditions, delete_locations, find_object_md,
-                                get_object_md, stream_locations, user_metadata, xml_response)
+from gateway.api.common import (
+    STORED_RESPONSE_HEADERS,
+    check_conditions,
+    commit_new_object,
+    get_object_md,
+    stream_locations,
+    user_metadata,
+    xml_response,
+)
 from gateway.api.object import object_location
 from gateway.api.object_versions import get_version_md, resolve_version_options
 from gateway.context import RequestContext
 from gateway.models import EMPTY_MD5, BucketInfo, new_object_md
 from gateway.router import action
-from gateway.versioning import commit_version, external_version_id
+from gateway.versioning import external_version_id
 from gateway.xml import root, sub
+from shared.errors import S3Error
 
 COPY_SOURCE_HEADER = "x-amz-copy-source"
 COPY_SOURCE_PREFIX = "x-amz-copy-source-"          # x-amz-copy-source-if-match ... conditions
@@ -207,14 +213,7 @@ async def copy_object(ctx: RequestContext) -> Response:
     if copied.checksum is not None:
         md["checksum"] = {"checksumAlgorithm": copied.checksum[0], "checksumValue": copied.checksum[1],
                           "checksumType": "FULL_OBJECT"}
-    try:
-        master = await find_object_md(ctx, dest.name, key)
-        committed = await commit_version(ctx, dest, key, md, master)
-    except BaseException:
-        await delete_locations(ctx, copied.locations)
-        raise
-    for freed in committed.freed:
-        await delete_locations(ctx, freed)
+    committed = await commit_new_object(ctx, dest, key, md, copied.locations)
     doc = root("CopyObjectResult")
     sub(doc, "LastModified", md["last-modified"])
     sub(doc, "ETag", f'"{copied.md5_hex}"')

@@ -10,18 +10,30 @@ from typing import Any
 
 from starlette.responses import Response, StreamingResponse
 
-from shared.errors import S3Error
-
-from gateway.api.common import (check_conditions, check_write_conditions, delete_locations, find_object_md, get_object_md,
-                                object_headers, parse_range, stream_locations, user_metadata)
-from gateway.api.object_versions import delete_one, get_version_md, resolve_version_options
+from gateway.api.common import (
+    check_conditions,
+    check_write_conditions,
+    commit_new_object,
+    find_object_md,
+    get_object_md,
+    object_headers,
+    parse_range,
+    stream_locations,
+    user_metadata,
+)
+from gateway.api.object_versions import (
+    delete_one,
+    get_version_md,
+    resolve_version_options,
+)
 from gateway.api.parts import parse_part_number, part_range
 from gateway.api.tagging import tags_from_header
 from gateway.auth.payload import VerifiedBody
 from gateway.context import RequestContext
 from gateway.models import EMPTY_MD5, BucketInfo, new_object_md
 from gateway.router import action
-from gateway.versioning import commit_version, external_version_id
+from gateway.versioning import external_version_id
+from shared.errors import S3Error
 
 MAX_PUT_SIZE = 5 * 1024 ** 3   # 5 GiB single PUT limit
 SMALL_BODY_BYTES = 256 * 1024  # GET bodies up to this size are sent whole (bounded memory per request)
@@ -83,16 +95,10 @@ async def put_object(ctx: RequestContext) -> Response:
                        headers=ctx.headers, user_meta=meta)
     md.update(_checksum_fields(body))
     md["tags"] = tags
-    try:
-        master = await find_object_md(ctx, bucket.name, key)
-        if conditional:   # and again against what is there now, the body took time
-            check_write_conditions(ctx.headers, master, key)
-        committed = await commit_version(ctx, bucket, key, md, master)
-    except BaseException:
-        await delete_locations(ctx, location)
-        raise
-    for freed in committed.freed:
-        await delete_locations(ctx, freed)
+    # The conditions are checked again against what is there now: the body took time.
+    committed = await commit_new_object(
+        ctx, bucket, key, md, location,
+        (lambda current: check_write_conditions(ctx.headers, current, key)) if conditional else None)
     headers = {"ETag": f'"{md5}"'}
     if committed.version_id is not None:
         headers["x-amz-version-id"] = external_version_id({**md, "versionId": committed.version_id})

@@ -31,14 +31,14 @@ from shared.config import Account
 from shared.errors import S3Error
 
 from gateway.api.bucket import CANNED_ACLS
-from gateway.api.common import delete_locations, find_object_md, user_metadata, xml_response
+from gateway.api.common import commit_new_object, delete_locations, user_metadata, xml_response
 from gateway.api.object import MAX_PUT_SIZE, object_location
 from gateway.auth import v2, v4
 from gateway.auth.request import lookup_secret, signatures_equal
 from gateway.context import RequestContext
 from gateway.models import EMPTY_MD5, MAX_KEY_BYTES, new_object_md
 from gateway.router import action
-from gateway.versioning import commit_version, external_version_id
+from gateway.versioning import external_version_id
 from gateway.xml import root, sub
 
 FORM_CONTENT_TYPE = "multipart/form-data"
@@ -526,13 +526,10 @@ async def post_object(ctx: RequestContext) -> Response:
         md["originOp"] = "s3:ObjectCreated:Post"
         if acl is not None:
             md["acl"]["Canned"] = acl
-        master = await find_object_md(ctx, bucket.name, key)
-        committed = await commit_version(ctx, bucket, key, md, master)
     except BaseException:
         await delete_locations(ctx, location)
         raise
-    for freed in committed.freed:
-        await delete_locations(ctx, freed)
+    committed = await commit_new_object(ctx, bucket, key, md, location)
     headers = {}
     if committed.version_id is not None:
         headers["x-amz-version-id"] = external_version_id({**md, "versionId": committed.version_id})
