@@ -32,7 +32,8 @@ def with_query_param(url: str, name: str, transform) -> str:
 
 
 def flip_first_char(value: str) -> str:
-    return ("B" if value[0] != "B" else "C") + value[1:]
+    # A digit, so the change survives case-insensitive hex comparison (v4) as well as base64 (v2).
+    return ("0" if value[0] != "0" else "1") + value[1:]
 
 
 @pytest.mark.parametrize("signature_version", SIGNATURE_VERSIONS)
