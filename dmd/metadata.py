@@ -30,6 +30,11 @@ logger = get_logger("dmd.metadata")
 # of large values from blocking the connection for long.
 PACKET_MAX_ITEMS = 1000
 PACKET_MAX_BYTES = 64 * 1024
+# Slow start: a stream's first packet holds at most this many items and each next one twice
+# as many; and only one packet is in flight until acks open the window up to
+# streamMaxPendingAck. A listing that reopens its stream past a common prefix reads one or
+# two entries of it: shipping 5 x 1000 entries it throws away cost 35 ms a delimiter listing.
+FIRST_PACKET_ITEMS = 16
 # How often batch statistics are logged at info level (only when they changed).
 STATS_LOG_INTERVAL_S = 60.0
 # How long aiohttp waits for open connections at shutdown; clients are
@@ -49,6 +54,7 @@ class _OutStream:
     unacked: dict[int, float] = field(default_factory=dict)   # packet seq -> ack deadline (monotonic s)
     acked: asyncio.Event = field(default_factory=asyncio.Event)
     seq: int = 0
+    window: int = 1            # packets allowed in flight, grows by one per ack (slow start)
     packets: int = 0
     items: int = 0
     task: asyncio.Task | None = None
@@ -251,7 +257,8 @@ class MetadataServer:
             while item is not _END:
                 batch, size = [item], rpc.payload_size(item)
                 item = _END
-                while len(batch) < PACKET_MAX_ITEMS and size < PACKET_MAX_BYTES:
+                max_items = min(PACKET_MAX_ITEMS, FIRST_PACKET_ITEMS << min(st.packets, 7))
+                while len(batch) < max_items and size < PACKET_MAX_BYTES:
                     nxt = await anext(st.source, _END)
                     if nxt is _END:
                         break
@@ -292,6 +299,7 @@ class MetadataServer:
 
         def on_ack(*_: Any) -> None:
             st.unacked.pop(seq, None)
+            st.window = min(st.window + 1, self.max_pending_ack)
             st.acked.set()
 
         st.packets += 1
@@ -301,9 +309,10 @@ class MetadataServer:
         await self.sio.emit(event, payload, to=st.sid, namespace=rpc.NAMESPACE, callback=on_ack)
 
     async def _wait_window(self, st: _OutStream) -> None:
-        """Block while `max_pending_ack` packets are un-acked; raise _AckTimeout on a late ack."""
+        """Block while the window (at most `max_pending_ack`) is full of un-acked packets;
+        raise _AckTimeout on a late ack."""
         self._check_deadlines(st)
-        while len(st.unacked) >= self.max_pending_ack:
+        while len(st.unacked) >= st.window:
             await self._wait_ack(st)
 
     async def _wait_all_acked(self, st: _OutStream) -> None:

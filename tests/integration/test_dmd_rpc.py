@@ -60,9 +60,11 @@ def impatient_dmd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dmd]:
 class RawClient:
     """A socket.io client that knows only dmd-protocol.md §1.3 and §3.1."""
 
-    def __init__(self, ack_streams: bool = True, ack_gate: asyncio.Event | None = None) -> None:
+    def __init__(self, ack_streams: bool = True, ack_gate: asyncio.Event | None = None,
+                 ack_first: int | None = None) -> None:
         self.sio = socketio.AsyncClient(reconnection=False)
         self.ack_streams = ack_streams
+        self.ack_first = ack_first  # when given, only the first N packets of a stream are acked
         self.ack_gate = ack_gate    # when given, every stream-data ack waits for it
         self.packets: dict[str, list[list[Any]]] = {}
         self.ended: set[str] = set()
@@ -88,9 +90,10 @@ class RawClient:
         return await asyncio.wait_for(done, timeout)
 
     async def _on_data(self, payload: dict) -> None:
-        self.packets.setdefault(payload["streamId"], []).append(payload["data"])
+        received = self.packets.setdefault(payload["streamId"], [])
+        received.append(payload["data"])
         self.changed.set()
-        if not self.ack_streams:
+        if not self.ack_streams or (self.ack_first is not None and len(received) > self.ack_first):
             await self._never.wait()   # the ack is the handler's return: never send it
         if self.ack_gate is not None:
             await self.ack_gate.wait()
@@ -324,12 +327,29 @@ async def test_consumer_that_never_acks_gets_at_most_the_window_then_a_timeout_e
         err, marker = await raw.call("createReadStream", params([{}], ["window"]))
         sid = marker["$streamId"]
         await raw.wait_for(lambda: sid in raw.errors, timeout=5)
-        assert len(raw.packets[sid]) == WINDOW
+        # Slow start: before any ack only one packet may be in flight.
+        assert len(raw.packets[sid]) == 1
         assert raw.errors[sid]["code"] == "ETIMEDOUT"
         assert raw.errors[sid]["info"] == f"stream timeout: did not receive ack after {SMALL_ACK_TIMEOUT_MS}ms"
         assert sid not in raw.ended
         stats = await wait_open_streams_zero(port)
         assert stats["open_streams"] == 0
+    finally:
+        await raw.close()
+
+
+async def test_consumer_that_stops_acking_gets_at_most_the_window_more(impatient_dmd: Dmd) -> None:
+    port = impatient_dmd.metadata_port
+    await fill(port, "window2", 1000, value_size=2000)   # ~2 MB: far more than 8 + 5 packets
+    acked = 8   # enough acks to open the slow-start window to its maximum
+    raw = await RawClient(ack_first=acked).open(port)
+    try:
+        _, marker = await raw.call("createReadStream", params([{}], ["window2"]))
+        sid = marker["$streamId"]
+        await raw.wait_for(lambda: sid in raw.errors, timeout=5)
+        assert len(raw.packets[sid]) == acked + WINDOW
+        assert raw.errors[sid]["code"] == "ETIMEDOUT"
+        assert (await wait_open_streams_zero(port))["open_streams"] == 0
     finally:
         await raw.close()
 
@@ -427,7 +447,7 @@ async def test_source_read_error_is_forwarded_as_stream_error() -> None:
     try:
         _, marker = await raw.call("createReadStream", params([{}], ["src"]))
         sid = marker["$streamId"]
-        await raw.wait_for(lambda: len(raw.packets.get(sid, ())) >= WINDOW)
+        await raw.wait_for(lambda: len(raw.packets.get(sid, ())) >= 1)
         await store.close()
         gate.set()
         await raw.wait_for(lambda: sid in raw.errors or sid in raw.ended)
