@@ -19,7 +19,7 @@ from typing import Any, AsyncIterator
 import socketio
 from aiohttp import web
 
-from shared import rpc
+from shared import jsoncodec, rpc
 from shared.log import get_logger, log_event
 from shared.metastore.errors import MetadataError, invalid_argument
 
@@ -75,7 +75,7 @@ class MetadataServer:
         self.ack_timeout_ms = stream_ack_timeout_ms
         self.stats_interval_s = stats_interval_s
         self.sio = socketio.AsyncServer(async_mode="aiohttp", max_http_buffer_size=rpc.MAX_HTTP_BUFFER_SIZE,
-                                        logger=False, engineio_logger=False)
+                                        logger=False, engineio_logger=False, json=jsoncodec)
         self.app = web.Application(client_max_size=rpc.MAX_HTTP_BUFFER_SIZE)
         self.sio.attach(self.app, socketio_path=rpc.SOCKETIO_PATH)
         self._streams: dict[str, _OutStream] = {}

@@ -2,7 +2,6 @@
 ranges, response headers of an object, and streaming an object's data."""
 from __future__ import annotations
 
-import json
 import re
 from datetime import datetime, timezone
 from email.utils import format_datetime, parsedate_to_datetime
@@ -10,13 +9,13 @@ from typing import Any, AsyncIterator, Callable
 
 from starlette.responses import Response
 
-from shared.errors import S3Error
-from shared.metastore.errors import MetadataError
-
 from gateway.context import RequestContext
 from gateway.models import BucketInfo, parse_iso
 from gateway.versioning import Committed, commit_version
 from gateway.xml import to_bytes
+from shared import jsoncodec
+from shared.errors import S3Error
+from shared.metastore.errors import MetadataError
 
 # Headers copied from ObjectMD to GET/HEAD responses, in the original's names.
 STORED_RESPONSE_HEADERS = ("cache-control", "content-disposition", "content-encoding",
@@ -43,7 +42,7 @@ async def get_object_md(ctx: RequestContext, bucket: str, key: str, options: dic
         if exc.type == "ObjNotFound":
             raise S3Error("NoSuchKey", Key=key) from None
         raise
-    return json.loads(raw)
+    return jsoncodec.loads(raw)
 
 
 async def find_object_md(ctx: RequestContext, bucket: str, key: str) -> dict[str, Any] | None:

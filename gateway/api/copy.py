@@ -32,7 +32,7 @@ from gateway.api.object_versions import get_version_md, resolve_version_options
 from gateway.context import RequestContext
 from gateway.models import EMPTY_MD5, BucketInfo, new_object_md
 from gateway.router import action
-from gateway.versioning import external_version_id
+from gateway.versioning import external_version_id, refuse_version_id
 from gateway.xml import root, sub
 from shared.errors import S3Error
 
@@ -196,6 +196,7 @@ def _dest_headers(ctx: RequestContext, src_md: dict[str, Any], directive: str) -
 
 @action("CopyObject")
 async def copy_object(ctx: RequestContext) -> Response:
+    refuse_version_id(ctx)
     dest = await ctx.authorized_bucket()
     key = ctx.key or ""
     directive = _directive(ctx)

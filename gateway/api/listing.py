@@ -8,23 +8,21 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import json
 from typing import Any
 from urllib.parse import quote
 
 from starlette.responses import Response
 
-from shared import versionid
-from shared.errors import S3Error
-
-from gateway.api.common import find_object_md, xml_response
+from gateway.api.common import find_object_md
 from gateway.api.object_versions import decode_version_id
 from gateway.context import RequestContext
 from gateway.listing import DelimiterMaster, DelimiterVersions, list_entries
 from gateway.models import BucketInfo
 from gateway.router import action
 from gateway.versioning import external_version_id
-from gateway.xml import root, sub
+from gateway.xml import XmlWriter
+from shared import jsoncodec, versionid
+from shared.errors import S3Error
 
 LISTING_HARD_LIMIT = 1000
 
@@ -59,25 +57,33 @@ def _open(ctx: RequestContext, bucket: BucketInfo):
     return functools.partial(ctx.services.metadata.read_stream, [bucket.name])
 
 
-def _owner(parent: Any, md: dict[str, Any]) -> None:
-    owner = sub(parent, "Owner")
-    sub(owner, "ID", md.get("owner-id", ""))
-    sub(owner, "DisplayName", md.get("owner-display-name", ""))
+def _owner(w: XmlWriter, md: dict[str, Any]) -> None:
+    w.open("Owner")
+    w.leaf("ID", md.get("owner-id", ""))
+    w.leaf("DisplayName", md.get("owner-display-name", ""))
+    w.close("Owner")
 
 
-def _content(parent: Any, key: str, md: dict[str, Any], enc, with_owner: bool) -> Any:
-    el = sub(parent, "Contents")
-    sub(el, "Key", enc(key))
-    sub(el, "LastModified", md.get("last-modified", ""))
-    sub(el, "ETag", f'"{md.get("content-md5", "")}"')
-    sub(el, "Size", md.get("content-length", 0))
+def _content(w: XmlWriter, key: str, md: dict[str, Any], enc, with_owner: bool) -> None:
+    w.open("Contents")
+    w.leaf("Key", enc(key))
+    w.safe_leaf("LastModified", md.get("last-modified", ""))
+    w.safe_leaf("ETag", f'"{md.get("content-md5", "")}"')
+    w.safe_leaf("Size", md.get("content-length", 0))
     if with_owner:
-        _owner(el, md)
-    sub(el, "StorageClass", md.get("x-amz-storage-class") or "STANDARD")
+        _owner(w, md)
+    w.leaf("StorageClass", md.get("x-amz-storage-class") or "STANDARD")
     checksum = md.get("checksum")
     if checksum:
-        sub(el, "ChecksumAlgorithm", checksum.get("checksumAlgorithm"))
-    return el
+        w.leaf("ChecksumAlgorithm", checksum.get("checksumAlgorithm"))
+    w.close("Contents")
+
+
+def _common_prefixes(w: XmlWriter, prefixes: list[str], enc) -> None:
+    for cp in prefixes:
+        w.open("CommonPrefixes")
+        w.leaf("Prefix", enc(cp))
+        w.close("CommonPrefixes")
 
 
 async def _list_masters(ctx: RequestContext, v2: bool) -> Response:
@@ -106,33 +112,32 @@ async def _list_masters(ctx: RequestContext, v2: bool) -> Response:
         result: dict[str, Any] = {"Contents": [], "CommonPrefixes": [], "IsTruncated": False}
     else:
         result = await list_entries(_open(ctx, bucket), DelimiterMaster(**params))
-    doc = root("ListBucketResult")
-    sub(doc, "Name", bucket.name)
-    sub(doc, "Prefix", enc(prefix))
+    w = XmlWriter("ListBucketResult")
+    w.leaf("Name", bucket.name)
+    w.leaf("Prefix", enc(prefix))
     if v2:
         if token is not None:
-            sub(doc, "ContinuationToken", token)
+            w.leaf("ContinuationToken", token)
         if q.get("start-after"):
-            sub(doc, "StartAfter", enc(q["start-after"]))
-        sub(doc, "KeyCount", len(result["Contents"]) + len(result["CommonPrefixes"]))
+            w.leaf("StartAfter", enc(q["start-after"]))
+        w.leaf("KeyCount", len(result["Contents"]) + len(result["CommonPrefixes"]))
     else:
-        sub(doc, "Marker", enc(q.get("marker", "")))
+        w.leaf("Marker", enc(q.get("marker", "")))
         if result.get("NextMarker"):
-            sub(doc, "NextMarker", enc(result["NextMarker"]))
-    sub(doc, "MaxKeys", max_keys_raw)
+            w.leaf("NextMarker", enc(result["NextMarker"]))
+    w.leaf("MaxKeys", max_keys_raw)
     if delimiter:
-        sub(doc, "Delimiter", enc(delimiter))
-    sub(doc, "IsTruncated", result["IsTruncated"])
+        w.leaf("Delimiter", enc(delimiter))
+    w.leaf("IsTruncated", result["IsTruncated"])
     if v2 and result.get("NextContinuationToken"):
-        sub(doc, "NextContinuationToken", base64.b64encode(result["NextContinuationToken"].encode()).decode())
+        w.leaf("NextContinuationToken", base64.b64encode(result["NextContinuationToken"].encode()).decode())
     if "encoding-type" in q:
-        sub(doc, "EncodingType", "url")
+        w.leaf("EncodingType", "url")
     with_owner = (not v2) or q.get("fetch-owner", "").lower() == "true"
     for entry in result["Contents"]:
-        _content(doc, entry["key"], json.loads(entry["value"]), enc, with_owner)
-    for cp in result["CommonPrefixes"]:
-        sub(sub(doc, "CommonPrefixes"), "Prefix", enc(cp))
-    return xml_response(doc)
+        _content(w, entry["key"], jsoncodec.loads(entry["value"]), enc, with_owner)
+    _common_prefixes(w, result["CommonPrefixes"], enc)
+    return Response(w.to_bytes(), media_type="application/xml")
 
 
 @action("ListObjects")
@@ -168,41 +173,41 @@ async def list_object_versions(ctx: RequestContext) -> Response:
         result = await list_entries(_open(ctx, bucket), DelimiterVersions(
             prefix=prefix, delimiter=delimiter, max_keys=max_keys, key_marker=key_marker,
             version_id_marker=vid_marker))
-    doc = root("ListVersionsResult")
-    sub(doc, "Name", bucket.name)
-    sub(doc, "Prefix", enc(prefix))
-    sub(doc, "KeyMarker", enc(key_marker or ""))
-    sub(doc, "VersionIdMarker", vid_marker_raw or "")
+    w = XmlWriter("ListVersionsResult")
+    w.leaf("Name", bucket.name)
+    w.leaf("Prefix", enc(prefix))
+    w.leaf("KeyMarker", enc(key_marker or ""))
+    w.leaf("VersionIdMarker", vid_marker_raw or "")
     if result.get("NextKeyMarker") is not None:
-        sub(doc, "NextKeyMarker", enc(result["NextKeyMarker"]))
+        w.leaf("NextKeyMarker", enc(result["NextKeyMarker"]))
     if result.get("NextVersionIdMarker") is not None:
-        sub(doc, "NextVersionIdMarker", _next_version_id_marker(result))
-    sub(doc, "MaxKeys", max_keys_raw)
+        w.leaf("NextVersionIdMarker", _next_version_id_marker(result))
+    w.leaf("MaxKeys", max_keys_raw)
     if delimiter:
-        sub(doc, "Delimiter", enc(delimiter))
-    sub(doc, "IsTruncated", result["IsTruncated"])
+        w.leaf("Delimiter", enc(delimiter))
+    w.leaf("IsTruncated", result["IsTruncated"])
     if "encoding-type" in q:
-        sub(doc, "EncodingType", "url")
+        w.leaf("EncodingType", "url")
     # A page that resumes inside a key's versions does not start with its latest.
     last_key = key_marker if vid_marker_raw else None
     for entry in result["Versions"]:
-        md = json.loads(entry["value"])
+        md = jsoncodec.loads(entry["value"])
         is_latest = entry["key"] != last_key
         last_key = entry["key"]
         tag = "DeleteMarker" if md.get("isDeleteMarker") else "Version"
-        el = sub(doc, tag)
-        sub(el, "Key", enc(entry["key"]))
-        sub(el, "VersionId", external_version_id(md))
-        sub(el, "IsLatest", is_latest)
-        sub(el, "LastModified", md.get("last-modified", ""))
+        w.open(tag)
+        w.leaf("Key", enc(entry["key"]))
+        w.leaf("VersionId", external_version_id(md))
+        w.leaf("IsLatest", is_latest)
+        w.leaf("LastModified", md.get("last-modified", ""))
         if tag == "Version":
-            sub(el, "ETag", f'"{md.get("content-md5", "")}"')
-            sub(el, "Size", md.get("content-length", 0))
-            sub(el, "StorageClass", md.get("x-amz-storage-class") or "STANDARD")
-        _owner(el, md)
-    for cp in result["CommonPrefixes"]:
-        sub(sub(doc, "CommonPrefixes"), "Prefix", enc(cp))
-    return xml_response(doc)
+            w.leaf("ETag", f'"{md.get("content-md5", "")}"')
+            w.leaf("Size", md.get("content-length", 0))
+            w.leaf("StorageClass", md.get("x-amz-storage-class") or "STANDARD")
+        _owner(w, md)
+        w.close(tag)
+    _common_prefixes(w, result["CommonPrefixes"], enc)
+    return Response(w.to_bytes(), media_type="application/xml")
 
 
 def _next_version_id_marker(result: dict[str, Any]) -> str:
@@ -212,7 +217,7 @@ def _next_version_id_marker(result: dict[str, Any]) -> str:
     nv = result["NextVersionIdMarker"]
     last = result["Versions"][-1] if result["Versions"] else None
     if last is not None and last["versionId"] == nv:
-        return external_version_id(json.loads(last["value"]))
+        return external_version_id(jsoncodec.loads(last["value"]))
     return nv if nv == versionid.EXTERNAL_NULL else versionid.encode(nv)
 
 

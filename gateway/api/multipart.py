@@ -25,23 +25,40 @@ from urllib.parse import quote
 
 from starlette.responses import Response
 
-from shared.errors import S3Error
-from shared.metastore.errors import MetadataError
-
 from gateway import checksums
-from gateway.api.common import (STORED_RESPONSE_HEADERS, check_write_conditions, delete_locations, find_object_md,
-                                user_metadata, xml_response)
+from gateway.api.common import (
+    STORED_RESPONSE_HEADERS,
+    check_write_conditions,
+    delete_locations,
+    find_object_md,
+    user_metadata,
+    xml_response,
+)
 from gateway.api.copy import check_copy_size, copy_data, read_copy_source
-from gateway.api.listing import url_encoder, parse_max_keys
+from gateway.api.listing import parse_max_keys, url_encoder
 from gateway.api.object import object_location, store_body
-from gateway.api.parts import (MAX_PART_NUMBER, MIN_PART_NUMBER, PART_NUMBER_DIGITS, parse_part_number,
-                               part_number_argument_error)
+from gateway.api.parts import (
+    MAX_PART_NUMBER,
+    MIN_PART_NUMBER,
+    PART_NUMBER_DIGITS,
+    parse_part_number,
+    part_number_argument_error,
+)
 from gateway.context import RequestContext
 from gateway.listing import MPU, inc, list_entries, overview_key
-from gateway.models import EMPTY_MD5, MPU_SHADOW_PREFIX, SPLITTER, BucketInfo, new_object_md, now_iso
+from gateway.models import (
+    EMPTY_MD5,
+    MPU_SHADOW_PREFIX,
+    SPLITTER,
+    BucketInfo,
+    new_object_md,
+    now_iso,
+)
 from gateway.router import action
-from gateway.versioning import commit_version, external_version_id
+from gateway.versioning import commit_version, external_version_id, refuse_version_id
 from gateway.xml import MAX_XML_BYTES, child_text, children, local, parse, root, sub
+from shared.errors import S3Error
+from shared.metastore.errors import MetadataError
 
 MIN_PART_SIZE = 5 * 1024 * 1024                     # AWS: every part but the last >= 5 MiB
 MAX_PARTS_PAGE = 1000                               # ListParts max-parts cap and default
@@ -508,6 +525,7 @@ def _complete_response(ctx: RequestContext, bucket: BucketInfo, key: str, md: di
 
 @action("CompleteMultipartUpload")
 async def complete_multipart_upload(ctx: RequestContext) -> Response:
+    refuse_version_id(ctx)
     bucket, key, upload_id, overview = await _upload_target(ctx)
     algorithm, _ = _upload_checksum(overview)
     requested = _parse_complete(await _read_xml_body(ctx), algorithm)

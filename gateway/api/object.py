@@ -32,7 +32,7 @@ from gateway.auth.payload import VerifiedBody
 from gateway.context import RequestContext
 from gateway.models import EMPTY_MD5, BucketInfo, new_object_md
 from gateway.router import action
-from gateway.versioning import external_version_id
+from gateway.versioning import external_version_id, refuse_version_id
 from shared.errors import S3Error
 
 MAX_PUT_SIZE = 5 * 1024 ** 3   # 5 GiB single PUT limit
@@ -81,6 +81,7 @@ def _checksum_fields(body: VerifiedBody) -> dict[str, Any]:
 
 @action("PutObject")
 async def put_object(ctx: RequestContext) -> Response:
+    refuse_version_id(ctx)   # before any data moves
     bucket = await ctx.authorized_bucket()
     key = ctx.key or ""
     meta = user_metadata(ctx.headers)

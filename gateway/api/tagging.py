@@ -48,7 +48,9 @@ def tags_from_header(value: str | None) -> dict[str, str]:
     return validate_tags(parse_qsl(value, keep_blank_values=True))
 
 
-async def _target(ctx: RequestContext) -> tuple[BucketInfo, dict[str, Any]]:
+async def _target(ctx: RequestContext, writing: bool = False) -> tuple[BucketInfo, dict[str, Any]]:
+    """The addressed version; on a delete marker: 405 for a write or any versionId request
+    (the marker exists but takes no tags), NoSuchKey for a read of the latest."""
     bucket = await ctx.authorized_bucket()
     key = ctx.key or ""
     version = ctx.query.get("versionId")
@@ -57,7 +59,7 @@ async def _target(ctx: RequestContext) -> tuple[BucketInfo, dict[str, Any]]:
     else:
         md = await get_object_md(ctx, bucket.name, key)
     if md.get("isDeleteMarker"):
-        raise S3Error("MethodNotAllowed" if version is not None else "NoSuchKey",
+        raise S3Error("MethodNotAllowed" if version is not None or writing else "NoSuchKey",
                       headers={"x-amz-delete-marker": "true"})
     return bucket, md
 
@@ -87,7 +89,7 @@ async def put_object_tagging(ctx: RequestContext) -> Response:
             raise S3Error("MalformedXML")
         pairs.append((key, value))
     tags = validate_tags(pairs)
-    bucket, md = await _target(ctx)
+    bucket, md = await _target(ctx, writing=True)
     md["tags"] = tags
     await rewrite_version(ctx, bucket, md)
     return Response(status_code=200, headers=_headers(bucket, md))

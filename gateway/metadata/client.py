@@ -21,7 +21,7 @@ from typing import Any, AsyncIterator, Callable
 
 import socketio
 
-from shared import rpc
+from shared import jsoncodec, rpc
 from shared.log import get_logger, log_event
 from shared.metastore.errors import MetadataError
 
@@ -178,7 +178,8 @@ class RemoteMetadataClient(MetadataClient):
         self._sio = socketio.AsyncClient(reconnection=True, reconnection_attempts=0,
                                          reconnection_delay=reconnect_delay_s,
                                          reconnection_delay_max=reconnect_delay_max_s,
-                                         randomization_factor=0.5, logger=False, engineio_logger=False)
+                                         randomization_factor=0.5, logger=False, engineio_logger=False,
+                                         json=jsoncodec)
         self._reconnect_delay_s = reconnect_delay_s
         self._reconnect_delay_max_s = reconnect_delay_max_s
         self._connected = asyncio.Event()
