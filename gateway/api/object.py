@@ -109,14 +109,14 @@ async def put_object(ctx: RequestContext) -> Response:
 
 
 async def _read_target(ctx: RequestContext) -> tuple[BucketInfo, dict[str, Any]]:
-    bucket = await ctx.authorized_bucket()
     key = ctx.key or ""
     version = ctx.query.get("versionId")
     if version is not None:
+        bucket = await ctx.authorized_bucket()
         options = await resolve_version_options(ctx, bucket, key, version)
         md = await get_version_md(ctx, bucket, key, options, version)
     else:
-        md = await get_object_md(ctx, bucket.name, key)
+        bucket, md = await ctx.authorized_bucket_with(get_object_md(ctx, ctx.bucket or "", key))
     if md.get("isDeleteMarker"):
         headers = {"x-amz-delete-marker": "true", "x-amz-version-id": external_version_id(md)}
         if version is not None:
