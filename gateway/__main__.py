@@ -10,7 +10,18 @@ import sys
 
 import uvicorn
 
-from shared.config import ConfigError, load_config
+from gateway.data.aws_s3 import validate_aws_s3_details
+from shared.config import Config, ConfigError, load_config
+
+
+def check_locations(config: Config) -> None:
+    """Refuse to start on a location whose details its backend cannot use."""
+    for loc in config.locations.values():
+        if loc.type == "aws_s3":
+            try:
+                validate_aws_s3_details(loc.details)
+            except ValueError as exc:
+                raise ConfigError(f"{config.location_file}: location '{loc.name}': {exc}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = load_config()
+        check_locations(config)
     except ConfigError as exc:
         print(f"gateway: configuration error: {exc}", file=sys.stderr)
         return 1

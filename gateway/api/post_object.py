@@ -27,19 +27,24 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from starlette.responses import Response
 
-from shared.config import Account
-from shared.errors import S3Error
-
 from gateway.api.bucket import CANNED_ACLS
-from gateway.api.common import commit_new_object, delete_locations, user_metadata, xml_response
+from gateway.api.common import (
+    commit_new_object,
+    delete_locations,
+    user_metadata,
+    xml_response,
+)
 from gateway.api.object import MAX_PUT_SIZE, object_location
 from gateway.auth import v2, v4
 from gateway.auth.request import lookup_secret, signatures_equal
+from gateway.bytestream import ByteStream
 from gateway.context import RequestContext
 from gateway.models import EMPTY_MD5, MAX_KEY_BYTES, new_object_md
 from gateway.router import action
 from gateway.versioning import external_version_id
 from gateway.xml import root, sub
+from shared.config import Account
+from shared.errors import S3Error
 
 FORM_CONTENT_TYPE = "multipart/form-data"
 FILE_FIELD = "file"
@@ -74,6 +79,14 @@ class FormPart:
     content_type: str | None
 
 
+def _header_line_too_long() -> S3Error:
+    return _malformed("A part header line is too long.")
+
+
+def _header_truncated() -> S3Error:
+    return _malformed("The body ended inside a part header.")
+
+
 class FormReader:
     """Reads multipart/form-data from an async byte stream, one part at a time.
 
@@ -82,39 +95,18 @@ class FormReader:
     """
 
     def __init__(self, stream: AsyncIterator[bytes], boundary: str):
-        self._iter = stream.__aiter__()
         # A leading CRLF makes the first delimiter look like every later one.
-        self._buf = bytearray(b"\r\n")
+        self._stream = ByteStream(stream, initial=b"\r\n")
+        self._buf = self._stream.buf
         self._delimiter = b"\r\n--" + boundary.encode("latin-1")
-        self._eof = False
         self._started = False
         self.finished = False
 
     async def _fill(self) -> bool:
-        while not self._eof:
-            try:
-                piece = await self._iter.__anext__()
-            except StopAsyncIteration:
-                self._eof = True
-                return False
-            if piece:
-                self._buf += piece
-                return True
-        return False
+        return await self._stream.fill()
 
     async def _readline(self) -> bytes:
-        start = 0
-        while True:
-            at = self._buf.find(b"\r\n", start)
-            if at >= 0:
-                line = bytes(self._buf[:at])
-                del self._buf[:at + 2]
-                return line
-            if len(self._buf) > MAX_PART_HEADER_BYTES:
-                raise _malformed("A part header line is too long.")
-            start = max(0, len(self._buf) - 1)
-            if not await self._fill():
-                raise _malformed("The body ended inside a part header.")
+        return await self._stream.readline(MAX_PART_HEADER_BYTES, _header_line_too_long, _header_truncated)
 
     async def data(self) -> AsyncIterator[bytes]:
         """The current part's bytes, up to (and consuming) the next delimiter."""

@@ -25,6 +25,7 @@ from typing import AsyncIterator, Callable, Mapping, Protocol, Union
 from shared.errors import S3Error
 
 from .. import checksums
+from ..bytestream import ByteStream
 from .request import AuthResult, signatures_equal, xml_safe
 
 MAX_SIGNED_CHUNK_SIZE = 16 * 1024 * 1024  # a signed chunk is buffered until verified
@@ -61,54 +62,8 @@ def _malformed_chunk(detail: str) -> S3Error:
     return _invalid_request(f"Malformed aws-chunked body: {detail}")
 
 
-class _Stream:
-    """A byte buffer over the raw async body; holds at most what one read needs."""
-
-    def __init__(self, raw: AsyncIterator[bytes]):
-        self._iter = raw.__aiter__()
-        self._buf = bytearray()
-        self.eof = False
-
-    async def _fill(self) -> bool:
-        while not self.eof:
-            try:
-                piece = await self._iter.__anext__()
-            except StopAsyncIteration:
-                self.eof = True
-                return False
-            if piece:
-                self._buf += piece
-                return True
-        return False
-
-    async def at_end(self) -> bool:
-        return not self._buf and not await self._fill()
-
-    async def readline(self, truncated: Callable[[], S3Error]) -> bytes:
-        """One CRLF-terminated line, without the CRLF."""
-        start = 0
-        while True:
-            at = self._buf.find(b"\r\n", start)
-            if at >= 0:
-                line = bytes(self._buf[:at])
-                del self._buf[:at + 2]
-                return line
-            if len(self._buf) > MAX_CHUNK_LINE:
-                raise _malformed_chunk("chunk header or trailer line too long")
-            start = max(0, len(self._buf) - 1)
-            if not await self._fill():
-                raise truncated()
-
-    async def read(self, count: int, truncated: Callable[[], S3Error]) -> AsyncIterator[bytes]:
-        """Exactly `count` bytes, in the pieces they arrive in."""
-        while count:
-            if not self._buf and not await self._fill():
-                raise truncated()
-            take = min(count, len(self._buf))
-            piece = bytes(self._buf[:take])
-            del self._buf[:take]
-            count -= take
-            yield piece
+def _chunk_line_too_long() -> S3Error:
+    return _malformed_chunk("chunk header or trailer line too long")
 
 
 class VerifiedBody:
@@ -280,13 +235,13 @@ class VerifiedBody:
 
     async def _chunked(self) -> AsyncIterator[bytes]:
         """Decode aws-chunked: `<hex>[;chunk-signature=<sig>]\\r\\n<data>\\r\\n` ... `0...\\r\\n` [trailers] `\\r\\n`."""
-        stream = _Stream(self._raw)
+        stream = ByteStream(self._raw)
         mode = self._auth.payload_mode
         signed = mode in _SIGNED_MODES
         context = self._auth.streaming
         previous = context.seed_signature if context is not None else ""
         while True:
-            size, signature = self._parse_chunk_header(await stream.readline(self._too_short), signed)
+            size, signature = self._parse_chunk_header(await stream.readline(MAX_CHUNK_LINE, _chunk_line_too_long, self._too_short), signed)
             if signed:
                 if size > MAX_SIGNED_CHUNK_SIZE:
                     raise _invalid_request(f"Chunks larger than {MAX_SIGNED_CHUNK_SIZE} bytes are not accepted.")
@@ -308,13 +263,13 @@ class VerifiedBody:
                     yield piece
             if size == 0:
                 break
-            if await stream.readline(self._too_short) != b"":
+            if await stream.readline(MAX_CHUNK_LINE, _chunk_line_too_long, self._too_short) != b"":
                 raise _malformed_chunk("chunk data is not followed by CRLF")
         if mode in _TRAILER_MODES:
             await self._read_trailers(stream, previous)
         else:
             # The final empty line; tolerate a client that ends right after the last chunk header.
-            if not await stream.at_end() and await stream.readline(self._too_short) != b"":
+            if not await stream.at_end() and await stream.readline(MAX_CHUNK_LINE, _chunk_line_too_long, self._too_short) != b"":
                 raise _malformed_chunk("data after the final chunk")
         if not await stream.at_end():
             raise _malformed_chunk("data after the final chunk")
@@ -335,13 +290,13 @@ class VerifiedBody:
             raise S3Error("SignatureDoesNotMatch", "A chunk of a signed streaming payload has no chunk-signature.")
         return int(size_text, 16), signature
 
-    async def _read_trailers(self, stream: _Stream, previous_signature: str) -> None:
+    async def _read_trailers(self, stream: ByteStream, previous_signature: str) -> None:
         trailers: list[tuple[str, str]] = []
         trailer_signature = None
         while True:
             if await stream.at_end():
                 break  # some clients end without the final empty line
-            line = await stream.readline(self._too_short)
+            line = await stream.readline(MAX_CHUNK_LINE, _chunk_line_too_long, self._too_short)
             if line == b"":
                 break
             if len(trailers) >= MAX_TRAILER_LINES:

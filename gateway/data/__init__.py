@@ -34,6 +34,9 @@ def make_data_backend(config: Config, location: Location) -> DataBackend:
         return shared_memory_backend()
     if location.type == "file":
         return DmdDataBackend(config.data_client.host, config.data_client.port, location.name)
+    if location.type == "aws_s3":
+        from gateway.data.aws_s3 import AwsS3DataBackend  # needed only where such a location is configured
+        return AwsS3DataBackend(location)
     raise NotImplementedError(
         f"location {location.name!r}: data backend type {location.type!r} is not supported yet "
-        f"(supported: 'file', 'mem')")
+        f"(supported: 'file', 'mem', 'aws_s3')")

@@ -710,8 +710,8 @@ async def test_make_data_backend_picks_by_location_type() -> None:
     assert isinstance(mem, MemoryDataBackend)
     assert make_data_backend(_config(), mem_loc) is mem  # one process-wide store
     assert make_data_backend(_config("mem"), file_loc) is mem  # S3DATA=mem: every location in memory
-    with pytest.raises(NotImplementedError, match="aws_s3"):
-        make_data_backend(_config(), Location("aws", "aws_s3", "aws", False))
+    with pytest.raises(NotImplementedError, match="azure"):
+        make_data_backend(_config(), Location("az", "azure", "az", False))
 
 
 # --- heavy ---------------------------------------------------------------------------------------

@@ -1,0 +1,504 @@
+"""`AwsS3DataBackend`: object data kept in a bucket of any remote S3 (location type "aws_s3").
+
+Owns the client side of an "aws_s3" location: validating its `details`
+(`validate_aws_s3_details`), finding its credentials, signing requests with
+Signature V4 (built from the primitives of gateway.auth.v4, with an
+UNSIGNED-PAYLOAD body so uploads stream without being hashed first), and the
+four DataBackend operations over one pooled aiohttp session. Metadata stays in
+the dmd as for any location; only the bytes go to the remote bucket.
+
+Remote key naming: every put gets a fresh key of 40 random hex digits (160
+bits), whatever `bucketMatch` says. `DataBackend.put` is not told the object's
+name, and the location list of every version, overwrite and multipart part
+must point at its own bytes: a key derived from the object name (CloudServer's
+"<bucket>/<key>" or, with bucketMatch, "<key>") would let a new version or a
+failed overwrite clobber bytes a live version still references. Random keys
+never collide, even between gateways or deployments sharing a remote bucket,
+and a key this backend did not make is refused without a request.
+"""
+from __future__ import annotations
+
+import asyncio
+import configparser
+import ipaddress
+import math
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, AsyncIterator, Mapping, NoReturn
+
+import aiohttp
+from yarl import URL
+
+from shared.config import Location
+from shared.errors import S3Error
+
+from gateway import xml
+from gateway.auth import v4
+from gateway.data.base import (KEY_HEX_LENGTH, DataBackend, DataError, DataIntegrityError, DataNotFound,
+                               DataRangeNotSatisfiable, DataUnavailable, check_range, is_valid_key)
+
+LOCATION_TYPE = "aws_s3"
+DEFAULT_REGION = "us-east-1"
+MAX_SINGLE_PUT_BYTES = 5 * 1024 ** 3  # AWS's limit on one PutObject / UploadPart body
+MPU_PART_BYTES = 8 * 1024 ** 2  # parts of an upload of unknown size (>= AWS's 5 MiB minimum)
+MAX_MPU_PARTS = 10_000
+CONNECT_TIMEOUT_S = 5.0
+READ_TIMEOUT_S = 60.0
+HEALTH_TIMEOUT_S = 3.0
+FREE_SOCKET_TIMEOUT_S = 55.0
+DELETE_ATTEMPTS = 3
+DELETE_RETRY_DELAY_S = 0.05
+READ_CHUNK_BYTES = 1 << 18
+MAX_ERROR_BODY_BYTES = 8192
+CREDENTIALS_FILE_ENV = "AWS_SHARED_CREDENTIALS_FILE"
+ACCESS_KEY_ENV, SECRET_KEY_ENV, SESSION_TOKEN_ENV = "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"
+SECURITY_TOKEN_HEADER = "x-amz-security-token"
+SSE_HEADER, SSE_ALGORITHM = "x-amz-server-side-encryption", "AES256"
+NO_SUCH_BUCKET = "NoSuchBucket"
+EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+_TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+_HOST_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]")
+# A bucket name that can be the first label(s) of a host name (else path-style is forced).
+_DNS_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
+_BOOL_FIELDS = ("bucketMatch", "https", "pathStyle", "serverSideEncryption", "supportsVersioning")
+
+
+# --- configuration ------------------------------------------------------------------------------
+
+def validate_aws_s3_details(details: Any) -> None:
+    """Check an aws_s3 location's `details`; ValueError naming the field otherwise.
+
+    Required: awsEndpoint ("host" or "host:port", no scheme: `https` chooses it) and
+    bucketName. Optional: region (string), credentials {accessKey, secretKey} or
+    credentialsProfile (not both), and the booleans of _BOOL_FIELDS.
+    """
+    if not isinstance(details, Mapping):
+        raise ValueError("aws_s3 location: 'details' must be an object")
+    endpoint = details.get("awsEndpoint")
+    if not isinstance(endpoint, str) or not endpoint:
+        raise ValueError("aws_s3 location: 'details.awsEndpoint' is required (host or host:port)")
+    if "://" in endpoint:
+        raise ValueError(f"aws_s3 location: 'details.awsEndpoint' {endpoint!r} must be host[:port] without a "
+                         "scheme; set 'details.https' to false for http")
+    split_endpoint(endpoint)  # raises ValueError on a bad host or port
+    bucket = details.get("bucketName")
+    if not isinstance(bucket, str) or not bucket or "/" in bucket or len(bucket) > 255:
+        raise ValueError("aws_s3 location: 'details.bucketName' is required (an existing remote bucket name)")
+    for name in _BOOL_FIELDS:
+        if name in details and not isinstance(details[name], bool):
+            raise ValueError(f"aws_s3 location: 'details.{name}' must be a boolean")
+    if "region" in details and (not isinstance(details["region"], str) or not details["region"]):
+        raise ValueError("aws_s3 location: 'details.region' must be a non-empty string")
+    if "credentials" in details and "credentialsProfile" in details:
+        raise ValueError("aws_s3 location: give either 'details.credentials' or 'details.credentialsProfile', "
+                         "not both")
+    if "credentials" in details:
+        creds = details["credentials"]
+        if not isinstance(creds, Mapping) or not all(
+                isinstance(creds.get(f), str) and creds.get(f) for f in ("accessKey", "secretKey")):
+            raise ValueError("aws_s3 location: 'details.credentials' must be {\"accessKey\": ..., "
+                             "\"secretKey\": ...} with non-empty strings")
+    if "credentialsProfile" in details and (not isinstance(details["credentialsProfile"], str)
+                                            or not details["credentialsProfile"]):
+        raise ValueError("aws_s3 location: 'details.credentialsProfile' must be a non-empty profile name")
+
+
+def split_endpoint(endpoint: str) -> tuple[str, int | None]:
+    """"host[:port]" -> (host, port or None); ValueError if either is malformed."""
+    host, port_text = endpoint, None
+    if endpoint.startswith("["):  # IPv6 literal, maybe with a port
+        close = endpoint.find("]")
+        host, rest = endpoint[:close + 1], endpoint[close + 1:]
+        if close < 0 or (rest and not rest.startswith(":")):
+            raise ValueError(f"aws_s3 location: 'details.awsEndpoint' {endpoint!r} is not host[:port]")
+        port_text = rest[1:] if rest else None
+    elif ":" in endpoint:
+        host, port_text = endpoint.rsplit(":", 1)
+    if not _HOST_RE.fullmatch(host):
+        raise ValueError(f"aws_s3 location: 'details.awsEndpoint' host {host!r} is not a host name or address")
+    if port_text is None:
+        return host, None
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"aws_s3 location: 'details.awsEndpoint' port {port_text!r} must be 1-65535")
+    return host, int(port_text)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    access_key: str
+    secret_key: str
+    session_token: str | None = None
+
+    def __repr__(self) -> str:  # never the secret in logs
+        return f"Credentials({self.access_key!r})"
+
+
+def resolve_credentials(details: Mapping[str, Any], env: Mapping[str, str] | None = None,
+                        home: Path | None = None) -> Credentials:
+    """details.credentials, else the details.credentialsProfile section of the shared credentials
+    file ($AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials), else $AWS_ACCESS_KEY_ID and
+    $AWS_SECRET_ACCESS_KEY. ValueError when none gives a key pair."""
+    env = os.environ if env is None else env
+    creds = details.get("credentials")
+    if isinstance(creds, Mapping):
+        return Credentials(str(creds["accessKey"]), str(creds["secretKey"]))
+    profile = details.get("credentialsProfile")
+    if profile:
+        path = Path(env.get(CREDENTIALS_FILE_ENV) or (home or Path.home()) / ".aws" / "credentials")
+        parser = configparser.ConfigParser(interpolation=None)
+        try:
+            found = parser.read(path)
+        except configparser.Error as exc:
+            raise ValueError(f"aws_s3 location: cannot parse credentials file {path}: {exc}") from exc
+        if not found:
+            raise ValueError(f"aws_s3 location: credentials file {path} (profile {profile!r}) cannot be read")
+        if not parser.has_section(profile):
+            raise ValueError(f"aws_s3 location: profile {profile!r} not found in {path}")
+        section = parser[profile]
+        access, secret = section.get("aws_access_key_id"), section.get("aws_secret_access_key")
+        if not access or not secret:
+            raise ValueError(f"aws_s3 location: profile {profile!r} in {path} lacks aws_access_key_id "
+                             "or aws_secret_access_key")
+        return Credentials(access.strip(), secret.strip(), (section.get("aws_session_token") or "").strip() or None)
+    access, secret = env.get(ACCESS_KEY_ENV), env.get(SECRET_KEY_ENV)
+    if access and secret:
+        return Credentials(access, secret, env.get(SESSION_TOKEN_ENV) or None)
+    raise ValueError("aws_s3 location: no credentials: set 'details.credentials', 'details.credentialsProfile' "
+                     f"or the {ACCESS_KEY_ENV}/{SECRET_KEY_ENV} environment variables")
+
+
+# --- signing ------------------------------------------------------------------------------------
+
+def sign_v4(creds: Credentials, region: str, method: str, host: str, canonical_uri: str,
+            query: list[tuple[str, str]], headers: Mapping[str, str], payload_hash: str,
+            amz_date: str | None = None) -> dict[str, str]:
+    """`headers` plus host, x-amz-date, x-amz-content-sha256, the token if any, and Authorization.
+
+    Every header given is signed. `canonical_uri` is already URI-encoded (as sent);
+    `query` holds decoded name/value pairs.
+    """
+    amz_date = amz_date or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    day = amz_date[:8]
+    out = {k.lower(): v for k, v in headers.items()}
+    out.update({"host": host, "x-amz-date": amz_date, v4.CONTENT_SHA256_HEADER: payload_hash})
+    if creds.session_token:
+        out[SECURITY_TOKEN_HEADER] = creds.session_token
+    names = sorted(out)
+    canonical_query = encode_query(sorted(query))
+    canonical_headers = "".join(f"{n}:{' '.join(str(out[n]).split())}\n" for n in names)
+    signed = ";".join(names)
+    creq = v4.canonical_request(method, canonical_uri, canonical_query, canonical_headers, signed, payload_hash)
+    scope = f"{day}/{region}/{v4.SERVICE}/{v4.TERMINATOR}"
+    signature = v4.sign(v4.signing_key(creds.secret_key, day, region), v4.string_to_sign(amz_date, scope, creq))
+    out["authorization"] = (f"{v4.ALGORITHM} Credential={creds.access_key}/{scope}, SignedHeaders={signed}, "
+                            f"Signature={signature}")
+    return out
+
+
+def encode_query(pairs: list[tuple[str, str]]) -> str:
+    return "&".join(f"{v4.aws_uri_encode(k.encode(), False)}={v4.aws_uri_encode(v.encode(), False)}"
+                    for k, v in pairs)
+
+
+# --- the backend --------------------------------------------------------------------------------
+
+class AwsS3DataBackend(DataBackend):
+    """Blobs as objects of one remote bucket (details.bucketName at details.awsEndpoint)."""
+
+    def __init__(self, location: Location, *, env: Mapping[str, str] | None = None,
+                 connect_timeout: float = CONNECT_TIMEOUT_S, read_timeout: float = READ_TIMEOUT_S,
+                 max_connections: int = 100) -> None:
+        details = location.details
+        validate_aws_s3_details(details)
+        self.location_name = location.name
+        self.bucket: str = details["bucketName"]
+        self.region: str = details.get("region") or DEFAULT_REGION
+        self.https: bool = details.get("https", True)
+        self.server_side_encryption: bool = details.get("serverSideEncryption", False)
+        self.bucket_match: bool = details.get("bucketMatch", False)  # see the module docstring
+        self._creds = resolve_credentials(details, env)
+        host, port = split_endpoint(details["awsEndpoint"])
+        default_port = 443 if self.https else 80
+        endpoint = host if port in (None, default_port) else f"{host}:{port}"  # Host as a client signs it
+        # Virtual-hosted style needs the bucket to be a DNS label and the endpoint a name, not an address.
+        self.path_style: bool = (details.get("pathStyle", False) or _is_ip(host)
+                                 or not _DNS_BUCKET_RE.fullmatch(self.bucket))
+        self.host = endpoint if self.path_style else f"{self.bucket}.{endpoint}"
+        self._bucket_path = "/" + v4.aws_uri_encode(self.bucket.encode(), False) if self.path_style else ""
+        self._base = f"{'https' if self.https else 'http'}://{self.host}"
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    def __repr__(self) -> str:
+        return f"AwsS3DataBackend({self._base}, bucket={self.bucket!r}, location={self.location_name!r})"
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        # Created on first use: a session belongs to the loop running at creation.
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=FREE_SOCKET_TIMEOUT_S)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout,
+                                                  auto_decompress=False, skip_auto_headers=("User-Agent",))
+        return self._session
+
+    def _request(self, method: str, key: str | None, query: list[tuple[str, str]] | None = None,
+                 headers: Mapping[str, str] | None = None, data: Any = None,
+                 payload_hash: str = v4.UNSIGNED_PAYLOAD) -> Any:
+        """A signed request on the bucket (key None) or one of its objects; use with `async with`."""
+        path = self._bucket_path + "/" + (v4.aws_uri_encode(key.encode(), True) if key is not None else "")
+        signed = sign_v4(self._creds, self.region, method, self.host, path, query or [], headers or {},
+                         payload_hash)
+        qs = encode_query(query or [])
+        url = URL(self._base + path + ("?" + qs if qs else ""), encoded=True)
+        return self._get_session().request(method, url, headers=signed, data=data)
+
+    def _unavailable(self, what: str, exc: BaseException) -> DataUnavailable:
+        return DataUnavailable(f"{what} on {self._base} bucket {self.bucket} failed: {exc!r}", "ServiceUnavailable")
+
+    def _write_headers(self) -> dict[str, str]:
+        return {SSE_HEADER: SSE_ALGORITHM} if self.server_side_encryption else {}
+
+    # --- put ------------------------------------------------------------------------------------
+    async def put(self, chunks: AsyncIterator[bytes], size: int | None) -> str:
+        body = _exact_length(chunks, size)
+        key = new_key()
+        if size is not None and size <= MAX_SINGLE_PUT_BYTES:
+            await self._put_stream(key, body, size, [])
+            return key
+        # Size unknown (a browser POST) or above one PUT: read a part first; a small body
+        # still goes as one PUT, a larger one as a remote multipart upload.
+        part_size = MPU_PART_BYTES if size is None else max(MPU_PART_BYTES, math.ceil(size / MAX_MPU_PARTS))
+        parts = _fixed_parts(body, part_size)
+        first = await anext(parts, b"")
+        second = await anext(parts, None)
+        if second is None:
+            await self._put_stream(key, _once(first), len(first), [])
+            return key
+        await self._multipart(key, _prepend((first, second), parts))
+        return key
+
+    async def _put_stream(self, key: str, body: AsyncIterator[bytes], size: int, query: list[tuple[str, str]],
+                          ) -> aiohttp.ClientResponse:
+        """One PUT of `size` bytes (an object, or a part when `query` names one); returns the response
+        (already closed). The caller's own exception from `body` propagates unchanged."""
+        failures: list[BaseException] = []
+
+        async def guarded() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in body:
+                    yield chunk
+            except Exception as exc:
+                # aiohttp then drops the connection mid-body: the remote sees a short body, keeps nothing.
+                failures.append(exc)
+                raise
+
+        headers = {"content-length": str(size), **({} if query else self._write_headers())}
+        try:
+            async with self._request("PUT", key, query, headers, data=guarded()) as resp:
+                if resp.status != 200:
+                    await self._raise_for_response(resp, f"PUT {key}")
+                await resp.read()
+                return resp
+        except Exception as exc:
+            if failures:  # aiohttp wraps what the body raised in its own errors; unwrap
+                raise failures[0] from None
+            if isinstance(exc, _TRANSPORT_ERRORS):
+                raise self._unavailable(f"PUT {key}", exc) from exc
+            raise
+
+    async def _multipart(self, key: str, parts: AsyncIterator[bytes]) -> None:
+        upload_id = await self._create_upload(key)
+        etags: list[str] = []
+        try:
+            async for part in parts:
+                number = len(etags) + 1
+                query = [("partNumber", str(number)), ("uploadId", upload_id)]
+                resp = await self._put_stream(key, _once(part), len(part), query)
+                etags.append(resp.headers.get("ETag", ""))
+            await self._complete_upload(key, upload_id, etags)
+        except BaseException:
+            await self._abort_upload(key, upload_id)
+            raise
+
+    async def _create_upload(self, key: str) -> str:
+        try:
+            async with self._request("POST", key, [("uploads", "")], self._write_headers(),
+                                     payload_hash=EMPTY_SHA256) as resp:
+                if resp.status != 200:
+                    await self._raise_for_response(resp, f"CreateMultipartUpload {key}")
+                upload_id = _xml_field(await resp.read(), "UploadId")
+        except _TRANSPORT_ERRORS as exc:
+            raise self._unavailable(f"CreateMultipartUpload {key}", exc) from exc
+        if not upload_id:
+            raise DataIntegrityError(f"CreateMultipartUpload {key}: no UploadId in the answer")
+        return upload_id
+
+    async def _complete_upload(self, key: str, upload_id: str, etags: list[str]) -> None:
+        doc = xml.root("CompleteMultipartUpload")
+        for number, etag in enumerate(etags, 1):
+            part = xml.sub(doc, "Part")
+            xml.sub(part, "PartNumber", number)
+            xml.sub(part, "ETag", etag)
+        payload = xml.to_bytes(doc)
+        try:
+            async with self._request("POST", key, [("uploadId", upload_id)], {}, data=payload) as resp:
+                body = await resp.read()
+                # S3 may answer 200 and still fail: the error document comes in the body.
+                if resp.status != 200 or _xml_field(body, "Code", root_tag="Error") is not None:
+                    raise DataError(f"CompleteMultipartUpload {key}: HTTP {resp.status} {body[:200]!r}",
+                                    "InternalError", resp.status)
+        except _TRANSPORT_ERRORS as exc:
+            raise self._unavailable(f"CompleteMultipartUpload {key}", exc) from exc
+
+    async def _abort_upload(self, key: str, upload_id: str) -> None:
+        try:
+            async with self._request("DELETE", key, [("uploadId", upload_id)], payload_hash=EMPTY_SHA256) as resp:
+                await resp.read()
+        except _TRANSPORT_ERRORS:
+            pass  # the remote's lifecycle rules are the backstop for an upload we cannot abort
+
+    # --- get ------------------------------------------------------------------------------------
+    async def get(self, key: str, start: int | None = None, end: int | None = None) -> AsyncIterator[bytes]:
+        check_range(start, end)
+        if not is_valid_key(key):
+            raise DataNotFound(f"no blob {key!r}", "ObjNotFound", 404)
+        headers = {}
+        if start is not None or end is not None:
+            headers["range"] = f"bytes={start or 0}-{'' if end is None else end}"
+        try:
+            async with self._request("GET", key, headers=headers, payload_hash=EMPTY_SHA256) as resp:
+                if resp.status not in (200, 206):
+                    await self._raise_for_response(resp, f"GET {key}")
+                if resp.status == 200 and headers and (start or end is not None):
+                    # A store that ignored the Range would hand over the wrong bytes.
+                    raise DataIntegrityError(f"remote S3 GET {key}: asked bytes {start}-{end}, got the whole object")
+                async for chunk in resp.content.iter_chunked(READ_CHUNK_BYTES):
+                    yield chunk
+        except _TRANSPORT_ERRORS as exc:
+            raise self._unavailable(f"GET {key}", exc) from exc
+
+    # --- delete ---------------------------------------------------------------------------------
+    async def delete(self, key: str) -> None:
+        if not is_valid_key(key):
+            return  # this backend never stored anything under it
+        delay = DELETE_RETRY_DELAY_S
+        last: DataError | None = None
+        for attempt in range(DELETE_ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(delay)
+                delay *= 2
+            try:
+                async with self._request("DELETE", key, payload_hash=EMPTY_SHA256) as resp:
+                    if resp.status in (200, 204, 404):  # S3 answers 204 for a missing key too
+                        return
+                    try:
+                        await self._raise_for_response(resp, f"DELETE {key}")
+                    except DataError as err:
+                        if resp.status < 500:
+                            raise  # a request problem (403...): retrying changes nothing
+                        last = err
+            except _TRANSPORT_ERRORS as exc:
+                last = self._unavailable(f"DELETE {key}", exc)
+        assert last is not None
+        raise last
+
+    # --- misc -----------------------------------------------------------------------------------
+    async def healthy(self) -> bool:
+        """A HEAD of the remote bucket answers 200 (reachable, bucket exists, credentials good)."""
+        try:
+            async with asyncio.timeout(HEALTH_TIMEOUT_S):
+                async with self._request("HEAD", None, payload_hash=EMPTY_SHA256) as resp:
+                    return resp.status == 200
+        except (*_TRANSPORT_ERRORS, TimeoutError):
+            return False
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _raise_for_response(self, resp: aiohttp.ClientResponse, what: str) -> NoReturn:
+        """An S3 error answer as a DataError: 404 not found, 416 bad range, 5xx unavailable."""
+        code, message = f"HTTP{resp.status}", ""
+        try:
+            raw = await resp.content.read(MAX_ERROR_BODY_BYTES)
+            code = _xml_field(raw, "Code", root_tag="Error") or code
+            message = _xml_field(raw, "Message", root_tag="Error") or ""
+        except _TRANSPORT_ERRORS:
+            pass
+        cls: type[DataError] = DataError
+        if resp.status == 404 and code != NO_SUCH_BUCKET:
+            # A missing remote bucket is a broken location (503 to clients), not a missing blob.
+            cls = DataNotFound
+        elif resp.status == 416:
+            cls = DataRangeNotSatisfiable
+        elif resp.status >= 500:
+            cls = DataUnavailable
+        raise cls(f"remote S3 {what} on {self._base} bucket {self.bucket}: HTTP {resp.status} {code} {message}",
+                  code, resp.status)
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+def new_key() -> str:
+    return os.urandom(KEY_HEX_LENGTH // 2).hex()
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return True
+    except ValueError:
+        return False
+
+
+def _xml_field(body: bytes, field: str, root_tag: str | None = None) -> str | None:
+    """The text of `field` under the root of an S3 XML document (None if absent or not XML)."""
+    if not body:
+        return None
+    try:
+        doc = xml.parse(body)
+    except S3Error:
+        return None
+    if root_tag is not None and xml.local(doc.tag) != root_tag:
+        return None
+    return xml.child_text(doc, field)
+
+
+async def _exact_length(chunks: AsyncIterator[bytes], size: int | None) -> AsyncIterator[bytes]:
+    """`chunks`, checked to add up to `size` bytes when it is known."""
+    sent = 0
+    async for chunk in chunks:
+        sent += len(chunk)
+        if size is not None and sent > size:
+            raise DataIntegrityError(f"body longer than the announced {size} bytes", "IncompleteBody")
+        yield chunk
+    if size is not None and sent != size:
+        raise DataIntegrityError(f"body of {sent} bytes, {size} announced", "IncompleteBody")
+
+
+async def _fixed_parts(chunks: AsyncIterator[bytes], part_size: int) -> AsyncIterator[bytes]:
+    """The bytes of `chunks` regrouped in parts of exactly `part_size` (the last may be shorter)."""
+    buffer = bytearray()
+    async for chunk in chunks:
+        buffer += chunk
+        while len(buffer) >= part_size:
+            yield bytes(buffer[:part_size])
+            del buffer[:part_size]
+    if buffer:
+        yield bytes(buffer)
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def _prepend(head: tuple[bytes, ...], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    for item in head:
+        yield item
+    async for item in rest:
+        yield item
