@@ -10,6 +10,7 @@ import sys
 
 import uvicorn
 
+from gateway import metrics
 from gateway.data.aws_s3 import validate_aws_s3_details
 from shared.config import Config, ConfigError, load_config
 
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     host = args.host or host
     port = args.port or port
     workers = args.workers or config.workers
+    metrics.prepare_workers(workers)   # one set of counters across the worker processes
     uvicorn.run("gateway.app:create_app", factory=True, host=host, port=port, workers=workers,
                 loop="uvloop", http="httptools", log_level="warning", access_log=False,
                 timeout_keep_alive=65, lifespan="on", server_header=False,

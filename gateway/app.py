@@ -24,11 +24,12 @@ from shared.log import get_logger, log_event, new_request_id, setup_logging
 from shared.metastore.errors import MetadataError
 
 from gateway import api  # noqa: F401  (registers the action handlers)
+from gateway import metrics
 from gateway.auth import AuthRequest, authenticate
 from gateway.context import RequestContext, Services
 from gateway.data.base import DataError, DataNotFound
 from gateway.models import MAX_KEY_BYTES
-from gateway.router import handler_for, resolve
+from gateway.router import METHODS, handler_for, resolve
 from gateway.xml import root, sub, to_bytes
 
 log = get_logger("gateway")
@@ -117,6 +118,7 @@ async def s3_endpoint(request: Request) -> Response:
             raise S3Error("InvalidArgument", "Object key names may not contain a NUL character")
         target = "object" if key is not None else ("bucket" if bucket else "service")
         route = resolve(method, target, query, headers)
+        scope[metrics.ACTION_SCOPE_KEY] = route.action
         auth_req = AuthRequest.from_scope(scope, host_bucket=bucket if virtual_hosted else None)
         auth = authenticate(auth_req, config)
         if auth.account is None and route.action != "PostObject":
@@ -174,11 +176,14 @@ def _allowed(client: str | None, allow_from: tuple[str, ...]) -> bool:
 
 async def healthcheck(request: Request) -> Response:
     """/_/healthcheck (shallow) and /_/healthcheck/deep, as the C-2021 gateway."""
-    services: Services = request.app.state.services
-    client = request.client.host if request.client else None
+    return await health_response(request.app.state.services, request.client.host if request.client else None,
+                                 deep=request.url.path.endswith("/deep"))
+
+
+async def health_response(services: Services, client: str | None, deep: bool) -> Response:
+    """The shallow (metadata reachable) or deep (every backend) check; also /live and /ready."""
     if not _allowed(client, services.config.health_checks_allow_from):
         return Response("[]", status_code=403, media_type="application/json")
-    deep = request.url.path.endswith("/deep")
     md_ok = await services.metadata.healthy()
     if not deep:
         body = {"metadata": {"code": 200 if md_ok else 500, "message": "OK" if md_ok else "unreachable"}}
@@ -215,11 +220,15 @@ class S3App:
         self.state = starlette_app.state
 
     async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
-        if scope["type"] == "http" and not scope["path"].startswith("/_/"):
+        # A method S3 does not know goes to s3_endpoint even on /_/ paths: it answers
+        # MethodNotAllowed as an S3 error document, where Starlette would answer plain text.
+        if scope["type"] == "http" and (not scope["path"].startswith("/_/") or scope["method"] not in METHODS):
             scope["app"] = self
             request = Request(scope, receive)
-            response = await s3_endpoint(request)
-            await response(scope, receive, send)
+            with metrics.RequestTimer(scope) as timer:  # the body's sending counts in the duration
+                response = await s3_endpoint(request)
+                timer.status = response.status_code
+                await response(scope, receive, send)
             return
         await self.starlette(scope, receive, send)
 
@@ -232,10 +241,13 @@ def create_app(config: Config | None = None) -> S3App:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         services = make_services(config)
         app.state.services = services
+        metrics_server = metrics.MetricsServer(config, services, health_response)
+        metrics_server.start()  # before setup: /ready answers 500 while the dmd is unreachable
         await services.setup()
         try:
             yield
         finally:
+            await metrics_server.stop()
             await services.close()
 
     methods = ["GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS", "PATCH"]

@@ -80,6 +80,8 @@ class Account:
 class Config:
     port: int = 8000
     listen_on: tuple[str, ...] = ()
+    metrics_port: int = 8002                              # /live, /ready, /metrics; 0 = none
+    metrics_listen_on: tuple[tuple[str, int], ...] = ()   # (host, port) pairs
     replication_group_id: str = DEFAULT_REPLICATION_GROUP_ID
     rest_endpoints: dict[str, str] = field(default_factory=dict)
     website_endpoints: tuple[str, ...] = ()
@@ -229,6 +231,13 @@ def _env_bool(env: Mapping[str, str], name: str) -> bool:
     return env.get(name, "").lower() == "true"
 
 
+def _listen_address(path: Path, item: Any, field_name: str) -> tuple[str, int]:
+    host, _, port = item.rpartition(":") if isinstance(item, str) else ("", "", "")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{path}: field '{field_name}' must be an 'ip:port' string")
+    return host.strip("[]"), int(port)
+
+
 def _env_port(env: Mapping[str, str], name: str) -> int:
     value = env[name]
     if not value.isdigit() or not 0 < int(value) < 65536:
@@ -298,6 +307,16 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     if data_backend not in ("file", "mem", "multiple"):
         raise ConfigError("S3DATA must be 'file', 'mem' or 'multiple'")
 
+    metrics_port = r.port("metricsPort", 8002)
+    metrics_listen_on = [_listen_address(config_path, item, f"metricsListenOn[{i}]") for i, item in
+                         enumerate(r.get("metricsListenOn", list, [], "a list of 'ip:port' strings"))]
+    if env.get("METRICS_PORT") is not None:   # ours: tests and several gateways on one host; 0 = none
+        value = env["METRICS_PORT"]
+        if not value.isdigit() or int(value) > 65535:
+            raise ConfigError(f"METRICS_PORT must be a port number 0-65535 (0: none), got {value!r}")
+        metrics_port = int(value)
+        metrics_listen_on = [(host, metrics_port) for host, _ in metrics_listen_on] if metrics_port else []
+
     cert = r.get("certFilePaths", dict, None, "an object {key, cert, ca?}")
     if cert is not None and not (cert.get("key") and cert.get("cert")):
         raise ConfigError(f"{config_path}: field 'certFilePaths' needs both 'key' and 'cert'")
@@ -305,6 +324,8 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     return Config(
         port=r.port("port", 8000),
         listen_on=tuple(listen_on),
+        metrics_port=metrics_port,
+        metrics_listen_on=tuple(metrics_listen_on),
         replication_group_id=r.string("replicationGroupId", DEFAULT_REPLICATION_GROUP_ID),
         rest_endpoints=dict(rest_endpoints),
         website_endpoints=tuple(r.get("websiteEndpoints", list, [], "a list of hostnames")),
