@@ -4,7 +4,8 @@ Owns the client side of an "aws_s3" location: validating its `details`
 (`validate_aws_s3_details`), finding its credentials, signing requests with
 Signature V4 (built from the primitives of gateway.auth.v4, with an
 UNSIGNED-PAYLOAD body so uploads stream without being hashed first), and the
-four DataBackend operations over one pooled aiohttp session. Metadata stays in
+four DataBackend operations over one pooled aiohttp session (the HTTP plumbing
+of `HttpDataBackend`, shared with the dmd backend). Metadata stays in
 the dmd as for any location; only the bytes go to the remote bucket.
 
 Remote key naming: every put gets a fresh key of 40 random hex digits (160
@@ -25,6 +26,7 @@ import math
 import os
 import re
 import time
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator, Mapping, NoReturn
@@ -37,21 +39,16 @@ from shared.errors import S3Error
 
 from gateway import xml
 from gateway.auth import v4
-from gateway.data.base import (KEY_HEX_LENGTH, DataBackend, DataError, DataIntegrityError, DataNotFound,
-                               DataRangeNotSatisfiable, DataUnavailable, check_range, is_valid_key)
+from gateway.data.base import (CONNECT_TIMEOUT_S, DEFAULT_MAX_CONNECTIONS, DELETE_DONE_STATUSES, KEY_HEX_LENGTH,
+                               READ_TIMEOUT_S, TRANSPORT_ERRORS, DataError, DataIntegrityError, DataNotFound,
+                               DataRangeNotSatisfiable, DataUnavailable, HttpDataBackend, is_valid_key)
 
 LOCATION_TYPE = "aws_s3"
 DEFAULT_REGION = "us-east-1"
 MAX_SINGLE_PUT_BYTES = 5 * 1024 ** 3  # AWS's limit on one PutObject / UploadPart body
 MPU_PART_BYTES = 8 * 1024 ** 2  # parts of an upload of unknown size (>= AWS's 5 MiB minimum)
 MAX_MPU_PARTS = 10_000
-CONNECT_TIMEOUT_S = 5.0
-READ_TIMEOUT_S = 60.0
 HEALTH_TIMEOUT_S = 3.0
-FREE_SOCKET_TIMEOUT_S = 55.0
-DELETE_ATTEMPTS = 3
-DELETE_RETRY_DELAY_S = 0.05
-READ_CHUNK_BYTES = 1 << 18
 MAX_ERROR_BODY_BYTES = 8192
 CREDENTIALS_FILE_ENV = "AWS_SHARED_CREDENTIALS_FILE"
 ACCESS_KEY_ENV, SECRET_KEY_ENV, SESSION_TOKEN_ENV = "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"
@@ -60,7 +57,6 @@ SSE_HEADER, SSE_ALGORITHM = "x-amz-server-side-encryption", "AES256"
 NO_SUCH_BUCKET = "NoSuchBucket"
 EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
-_TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 _HOST_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]")
 # A bucket name that can be the first label(s) of a host name (else path-style is forced).
 _DNS_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
@@ -206,12 +202,14 @@ def encode_query(pairs: list[tuple[str, str]]) -> str:
 
 # --- the backend --------------------------------------------------------------------------------
 
-class AwsS3DataBackend(DataBackend):
+class AwsS3DataBackend(HttpDataBackend):
     """Blobs as objects of one remote bucket (details.bucketName at details.awsEndpoint)."""
 
     def __init__(self, location: Location, *, env: Mapping[str, str] | None = None,
                  connect_timeout: float = CONNECT_TIMEOUT_S, read_timeout: float = READ_TIMEOUT_S,
-                 max_connections: int = 100) -> None:
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
+        super().__init__(connect_timeout=connect_timeout, read_timeout=read_timeout,
+                         max_connections=max_connections)
         details = location.details
         validate_aws_s3_details(details)
         self.location_name = location.name
@@ -230,20 +228,9 @@ class AwsS3DataBackend(DataBackend):
         self.host = endpoint if self.path_style else f"{self.bucket}.{endpoint}"
         self._bucket_path = "/" + v4.aws_uri_encode(self.bucket.encode(), False) if self.path_style else ""
         self._base = f"{'https' if self.https else 'http'}://{self.host}"
-        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
-        self._max_connections = max_connections
-        self._session: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:
         return f"AwsS3DataBackend({self._base}, bucket={self.bucket!r}, location={self.location_name!r})"
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        # Created on first use: a session belongs to the loop running at creation.
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=FREE_SOCKET_TIMEOUT_S)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout,
-                                                  auto_decompress=False, skip_auto_headers=("User-Agent",))
-        return self._session
 
     def _request(self, method: str, key: str | None, query: list[tuple[str, str]] | None = None,
                  headers: Mapping[str, str] | None = None, data: Any = None,
@@ -264,7 +251,7 @@ class AwsS3DataBackend(DataBackend):
 
     # --- put ------------------------------------------------------------------------------------
     async def put(self, chunks: AsyncIterator[bytes], size: int | None) -> str:
-        body = _exact_length(chunks, size)
+        body = self._sized_body(chunks, size)
         key = new_key()
         if size is not None and size <= MAX_SINGLE_PUT_BYTES:
             await self._put_stream(key, body, size, [])
@@ -286,29 +273,17 @@ class AwsS3DataBackend(DataBackend):
         """One PUT of `size` bytes (an object, or a part when `query` names one); returns the response
         (already closed). The caller's own exception from `body` propagates unchanged."""
         failures: list[BaseException] = []
-
-        async def guarded() -> AsyncIterator[bytes]:
-            try:
-                async for chunk in body:
-                    yield chunk
-            except Exception as exc:
-                # aiohttp then drops the connection mid-body: the remote sees a short body, keeps nothing.
-                failures.append(exc)
-                raise
-
         headers = {"content-length": str(size), **({} if query else self._write_headers())}
+        # `body` is already checked against the whole object's size (put); here only its failures are kept.
+        guarded = self._sized_body(body, None, failures)
         try:
-            async with self._request("PUT", key, query, headers, data=guarded()) as resp:
+            async with self._request("PUT", key, query, headers, data=guarded) as resp:
                 if resp.status != 200:
                     await self._raise_for_response(resp, f"PUT {key}")
                 await resp.read()
                 return resp
         except Exception as exc:
-            if failures:  # aiohttp wraps what the body raised in its own errors; unwrap
-                raise failures[0] from None
-            if isinstance(exc, _TRANSPORT_ERRORS):
-                raise self._unavailable(f"PUT {key}", exc) from exc
-            raise
+            self._unwrap_failure(exc, failures, f"PUT {key}")
 
     async def _multipart(self, key: str, parts: AsyncIterator[bytes]) -> None:
         upload_id = await self._create_upload(key)
@@ -331,7 +306,7 @@ class AwsS3DataBackend(DataBackend):
                 if resp.status != 200:
                     await self._raise_for_response(resp, f"CreateMultipartUpload {key}")
                 upload_id = _xml_field(await resp.read(), "UploadId")
-        except _TRANSPORT_ERRORS as exc:
+        except TRANSPORT_ERRORS as exc:
             raise self._unavailable(f"CreateMultipartUpload {key}", exc) from exc
         if not upload_id:
             raise DataIntegrityError(f"CreateMultipartUpload {key}: no UploadId in the answer")
@@ -351,60 +326,41 @@ class AwsS3DataBackend(DataBackend):
                 if resp.status != 200 or _xml_field(body, "Code", root_tag="Error") is not None:
                     raise DataError(f"CompleteMultipartUpload {key}: HTTP {resp.status} {body[:200]!r}",
                                     "InternalError", resp.status)
-        except _TRANSPORT_ERRORS as exc:
+        except TRANSPORT_ERRORS as exc:
             raise self._unavailable(f"CompleteMultipartUpload {key}", exc) from exc
 
     async def _abort_upload(self, key: str, upload_id: str) -> None:
         try:
             async with self._request("DELETE", key, [("uploadId", upload_id)], payload_hash=EMPTY_SHA256) as resp:
                 await resp.read()
-        except _TRANSPORT_ERRORS:
+        except TRANSPORT_ERRORS:
             pass  # the remote's lifecycle rules are the backstop for an upload we cannot abort
 
     # --- get ------------------------------------------------------------------------------------
-    async def get(self, key: str, start: int | None = None, end: int | None = None) -> AsyncIterator[bytes]:
-        check_range(start, end)
-        if not is_valid_key(key):
-            raise DataNotFound(f"no blob {key!r}", "ObjNotFound", 404)
-        headers = {}
-        if start is not None or end is not None:
-            headers["range"] = f"bytes={start or 0}-{'' if end is None else end}"
-        try:
-            async with self._request("GET", key, headers=headers, payload_hash=EMPTY_SHA256) as resp:
-                if resp.status not in (200, 206):
-                    await self._raise_for_response(resp, f"GET {key}")
-                if resp.status == 200 and headers and (start or end is not None):
-                    # A store that ignored the Range would hand over the wrong bytes.
-                    raise DataIntegrityError(f"remote S3 GET {key}: asked bytes {start}-{end}, got the whole object")
-                async for chunk in resp.content.iter_chunked(READ_CHUNK_BYTES):
-                    yield chunk
-        except _TRANSPORT_ERRORS as exc:
-            raise self._unavailable(f"GET {key}", exc) from exc
+    def get(self, key: str, start: int | None = None, end: int | None = None) -> AsyncIterator[bytes]:
+        def send(headers: dict[str, str]) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+            return self._request("GET", key, headers=headers, payload_hash=EMPTY_SHA256)
+
+        async def check(resp: aiohttp.ClientResponse) -> None:
+            if resp.status not in (200, 206):
+                await self._raise_for_response(resp, f"GET {key}")
+            if resp.status == 200 and (start or end is not None):
+                # A store that ignored the Range would hand over the wrong bytes (bytes=0- is the whole).
+                raise DataIntegrityError(f"remote S3 GET {key}: asked bytes {start}-{end}, got the whole object")
+
+        return self._read_blob(key, start, end, f"GET {key}", send, check)
 
     # --- delete ---------------------------------------------------------------------------------
     async def delete(self, key: str) -> None:
         if not is_valid_key(key):
             return  # this backend never stored anything under it
-        delay = DELETE_RETRY_DELAY_S
-        last: DataError | None = None
-        for attempt in range(DELETE_ATTEMPTS):
-            if attempt:
-                await asyncio.sleep(delay)
-                delay *= 2
-            try:
-                async with self._request("DELETE", key, payload_hash=EMPTY_SHA256) as resp:
-                    if resp.status in (200, 204, 404):  # S3 answers 204 for a missing key too
-                        return
-                    try:
-                        await self._raise_for_response(resp, f"DELETE {key}")
-                    except DataError as err:
-                        if resp.status < 500:
-                            raise  # a request problem (403...): retrying changes nothing
-                        last = err
-            except _TRANSPORT_ERRORS as exc:
-                last = self._unavailable(f"DELETE {key}", exc)
-        assert last is not None
-        raise last
+
+        async def attempt() -> None:
+            async with self._request("DELETE", key, payload_hash=EMPTY_SHA256) as resp:
+                if resp.status not in DELETE_DONE_STATUSES:  # S3 answers 204 for a missing key too
+                    await self._raise_for_response(resp, f"DELETE {key}")
+
+        await self._delete_with_retries(f"DELETE {key}", attempt)
 
     # --- misc -----------------------------------------------------------------------------------
     async def healthy(self) -> bool:
@@ -413,13 +369,8 @@ class AwsS3DataBackend(DataBackend):
             async with asyncio.timeout(HEALTH_TIMEOUT_S):
                 async with self._request("HEAD", None, payload_hash=EMPTY_SHA256) as resp:
                     return resp.status == 200
-        except (*_TRANSPORT_ERRORS, TimeoutError):
+        except (*TRANSPORT_ERRORS, TimeoutError):
             return False
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
 
     async def _raise_for_response(self, resp: aiohttp.ClientResponse, what: str) -> NoReturn:
         """An S3 error answer as a DataError: 404 not found, 416 bad range, 5xx unavailable."""
@@ -428,7 +379,7 @@ class AwsS3DataBackend(DataBackend):
             raw = await resp.content.read(MAX_ERROR_BODY_BYTES)
             code = _xml_field(raw, "Code", root_tag="Error") or code
             message = _xml_field(raw, "Message", root_tag="Error") or ""
-        except _TRANSPORT_ERRORS:
+        except TRANSPORT_ERRORS:
             pass
         cls: type[DataError] = DataError
         if resp.status == 404 and code != NO_SUCH_BUCKET:
@@ -467,18 +418,6 @@ def _xml_field(body: bytes, field: str, root_tag: str | None = None) -> str | No
     if root_tag is not None and xml.local(doc.tag) != root_tag:
         return None
     return xml.child_text(doc, field)
-
-
-async def _exact_length(chunks: AsyncIterator[bytes], size: int | None) -> AsyncIterator[bytes]:
-    """`chunks`, checked to add up to `size` bytes when it is known."""
-    sent = 0
-    async for chunk in chunks:
-        sent += len(chunk)
-        if size is not None and sent > size:
-            raise DataIntegrityError(f"body longer than the announced {size} bytes", "IncompleteBody")
-        yield chunk
-    if size is not None and sent != size:
-        raise DataIntegrityError(f"body of {sent} bytes, {size} announced", "IncompleteBody")
 
 
 async def _fixed_parts(chunks: AsyncIterator[bytes], part_size: int) -> AsyncIterator[bytes]:

@@ -3,16 +3,41 @@
 The gateway's S3 code only sees `DataBackend`: put a stream of bytes and get
 back a key, read a key (whole or one inclusive byte range) as a stream,
 delete a key. Which store holds the bytes (the dmd's /DataFile service,
-process memory, later another S3) is chosen once, in `make_data_backend`.
+process memory, another S3) is chosen once, in `make_data_backend`.
+
+`HttpDataBackend` owns what the two HTTP backends (dmd.py, aws_s3.py) do the
+same way: the pooled keep-alive aiohttp session, the streamed upload body
+(length check, and getting the caller's own error back out of aiohttp), the
+Range header of a read, and the delete retry loop. Each backend keeps its own
+URLs, signing and error-answer parsing.
 """
 from __future__ import annotations
 
 import abc
+import asyncio
 import re
-from typing import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from typing import AsyncIterator, Awaitable, Callable, NoReturn
+
+import aiohttp
 
 KEY_HEX_LENGTH = 40  # keys are 20 random bytes in lowercase hex, named by the store
 _KEY_RE = re.compile(r"[0-9a-f]{%d}" % KEY_HEX_LENGTH)
+
+# --- HTTP backends (dmd-protocol.md 6.5; the same client settings serve the aws_s3 location) ---
+DELETE_ATTEMPTS = 3  # the reference's DataWrapper: MAX_RETRY = 2 retries
+DELETE_RETRY_DELAY_S = 0.05  # doubled after each failed attempt
+DELETE_DONE_STATUSES = (200, 204, 404)  # 404: an earlier attempt or another caller already deleted it
+FREE_SOCKET_TIMEOUT_S = 55.0  # the reference's keep-alive agent; below the dmd's 60 s
+CONNECT_TIMEOUT_S = 5.0
+READ_TIMEOUT_S = 60.0  # silence on an open exchange; an fsync of a large body fits in it
+DEFAULT_MAX_CONNECTIONS = 100
+READ_CHUNK_BYTES = 1 << 18
+
+#: what aiohttp raises when the store cannot be reached or stops answering
+TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+#: makes one request of a backend, with these extra headers; used as `async with send(headers) as resp`
+SendRequest = Callable[[dict[str, str]], AbstractAsyncContextManager[aiohttp.ClientResponse]]
 
 
 def is_valid_key(key: str) -> bool:
@@ -87,3 +112,135 @@ class DataBackend(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Release connections; the backend is not used afterwards."""
+
+
+class _SourceFailed(Exception):
+    """Carries the caller's own exception out of aiohttp, which wraps body errors.
+
+    Wrapping also keeps a caller's OSError from looking like a broken connection
+    to aiohttp (which would then try the request again on a fresh one).
+    """
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(repr(original))
+        self.original = original
+
+
+class HttpDataBackend(DataBackend):
+    """A DataBackend talking HTTP over one pooled aiohttp session (created on first use)."""
+
+    def __init__(self, *, connect_timeout: float = CONNECT_TIMEOUT_S, read_timeout: float = READ_TIMEOUT_S,
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    @abc.abstractmethod
+    def _unavailable(self, what: str, exc: BaseException) -> DataUnavailable:
+        """The DataUnavailable for transport error `exc` during `what` (its message names the store)."""
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        # Created on first use: a session belongs to the loop running at creation.
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=FREE_SOCKET_TIMEOUT_S)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout,
+                                                  auto_decompress=False, skip_auto_headers=("User-Agent",))
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # --- put ------------------------------------------------------------------------------------
+    @staticmethod
+    async def _sized_body(chunks: AsyncIterator[bytes], size: int | None,
+                          failures: list[BaseException] | None = None) -> AsyncIterator[bytes]:
+        """`chunks`, checked to add up to `size` bytes when it is known (DataIntegrityError otherwise).
+
+        With `failures` (the body of a request): whatever goes wrong, in `chunks` or the
+        check, is appended to it and raised wrapped, which makes aiohttp drop the
+        connection mid-body so the store sees a short body and keeps nothing;
+        `_unwrap_failure` then raises the original to the caller.
+        """
+        sent = 0
+        try:
+            async for chunk in chunks:
+                sent += len(chunk)
+                if size is not None and sent > size:
+                    raise DataIntegrityError(f"body longer than the announced {size} bytes", "IncompleteBody")
+                yield chunk
+            if size is not None and sent != size:
+                raise DataIntegrityError(f"body of {sent} bytes, {size} announced", "IncompleteBody")
+        except Exception as exc:
+            if failures is None:
+                raise
+            failures.append(exc)
+            raise _SourceFailed(exc) from exc
+
+    def _unwrap_failure(self, exc: Exception, failures: list[BaseException], what: str) -> NoReturn:
+        """Raise what really failed an upload that raised `exc`: the body's own error when
+        `_sized_body` recorded one, DataUnavailable for a transport error, else `exc`."""
+        if failures:  # aiohttp wraps what the body raised in its own errors; unwrap
+            raise failures[0] from None
+        if isinstance(exc, TRANSPORT_ERRORS):
+            raise self._unavailable(what, exc) from exc
+        raise exc
+
+    # --- get ------------------------------------------------------------------------------------
+    @staticmethod
+    def _range_headers(key: str, start: int | None, end: int | None) -> dict[str, str]:
+        """The headers of a GET of `key` (bytes start..end inclusive, when given).
+
+        DataNotFound for a key no store makes (no request needed), ValueError for a bad range.
+        """
+        check_range(start, end)
+        if not is_valid_key(key):
+            raise DataNotFound(f"no blob {key!r}", "ObjNotFound", 404)
+        if start is None and end is None:
+            return {}
+        return {"Range": f"bytes={start or 0}-{'' if end is None else end}"}
+
+    async def _read_blob(self, key: str, start: int | None, end: int | None, what: str, send: SendRequest,
+                         check: Callable[[aiohttp.ClientResponse], Awaitable[None]]) -> AsyncIterator[bytes]:
+        """The body of a GET of `key` (start..end), as `DataBackend.get` streams it.
+
+        `send(headers)` makes the request; `check(resp)` raises the store's DataError
+        for an answer that does not carry the bytes asked for. Everything, the key
+        and range checks included, happens on the first iteration; a transport
+        error, even mid-body, becomes `_unavailable(what)`.
+        """
+        headers = self._range_headers(key, start, end)
+        try:
+            async with send(headers) as resp:
+                await check(resp)
+                async for chunk in resp.content.iter_chunked(READ_CHUNK_BYTES):
+                    yield chunk
+        except TRANSPORT_ERRORS as exc:
+            raise self._unavailable(what, exc) from exc
+
+    # --- delete ---------------------------------------------------------------------------------
+    async def _delete_with_retries(self, what: str, attempt: Callable[[], Awaitable[None]]) -> None:
+        """Run `attempt` (one DELETE) up to DELETE_ATTEMPTS times, backing off between tries.
+
+        `attempt` returns when the blob is gone (a status of DELETE_DONE_STATUSES) and
+        raises the store's DataError otherwise. A 4xx error is final (retrying changes
+        nothing); a 5xx or a transport error is retried, the last one raised.
+        """
+        delay = DELETE_RETRY_DELAY_S
+        last: DataError | None = None
+        for number in range(DELETE_ATTEMPTS):
+            if number:
+                await asyncio.sleep(delay)
+                delay *= 2
+            try:
+                await attempt()
+                return
+            except DataError as err:
+                if err.status is None or err.status < 500:
+                    raise  # a request problem (403...): retrying changes nothing
+                last = err
+            except TRANSPORT_ERRORS as exc:
+                last = self._unavailable(what, exc)
+        assert last is not None
+        raise last
