@@ -20,8 +20,9 @@ ACCESS_KEY2, SECRET_KEY2 = "accessKey2", "verySecretKey2"
 
 
 def make_client(endpoint: str, access: str = ACCESS_KEY, secret: str = SECRET_KEY, **config: object):
-    cfg = BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 1, "mode": "standard"},
-                     connect_timeout=10, read_timeout=60, **config)
+    settings = {"s3": {"addressing_style": "path"}, "retries": {"max_attempts": 1, "mode": "standard"},
+                "connect_timeout": 10, "read_timeout": 60, **config}
+    cfg = BotoConfig(**settings)
     return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=access, aws_secret_access_key=secret,
                         region_name="us-east-1", config=cfg)
 
