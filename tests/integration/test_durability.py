@@ -30,7 +30,9 @@ def test_every_acknowledged_put_survives_a_dmd_sigkill(tmp_path: Path):
         lock = threading.Lock()
         stop = threading.Event()
         # Clients are made here: boto3's default session is not safe to use from several threads.
-        clients = [make_client(gateway.url, connect_timeout=2, read_timeout=10) for _ in range(WRITERS)]
+        # No retries: a put either is acknowledged by its one attempt or counts as failed.
+        clients = [make_client(gateway.url, connect_timeout=2, read_timeout=10,
+                               retries={"total_max_attempts": 1, "mode": "standard"}) for _ in range(WRITERS)]
 
         def writer(n: int) -> None:
             s3 = clients[n]
