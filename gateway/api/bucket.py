@@ -9,7 +9,7 @@ from starlette.responses import Response
 from shared.errors import S3Error
 from shared.metastore.errors import MetadataError
 
-from gateway.api.common import xml_response
+from gateway.api.common import read_xml_body, xml_response
 from gateway.context import RequestContext
 from gateway.models import (METASTORE, MPU_SHADOW_PREFIX, SPLITTER, USERS_BUCKET, BucketInfo, now_iso,
                             users_bucket_key, users_bucket_value)
@@ -49,6 +49,16 @@ def _location_from_body(body: bytes) -> str | None:
     return constraint or None
 
 
+def _endpoint_location(ctx: RequestContext) -> str | None:
+    """The location of the endpoint the request was sent to (restEndpoints), path-style
+    (Host: endpoint) or virtual-hosted (Host: bucket.endpoint)."""
+    hostname = ctx.headers.get("host", "").rsplit(":", 1)[0].lower()
+    for endpoint, location in ctx.config.rest_endpoints.items():
+        if hostname == endpoint or hostname.endswith("." + endpoint):
+            return location
+    return None
+
+
 @action("CreateBucket")
 async def create_bucket(ctx: RequestContext) -> Response:
     name = ctx.bucket or ""
@@ -56,10 +66,8 @@ async def create_bucket(ctx: RequestContext) -> Response:
     acl = ctx.headers.get("x-amz-acl")
     if acl is not None and acl not in CANNED_ACLS:
         raise S3Error("InvalidArgument", ArgumentName="x-amz-acl", ArgumentValue=acl)
-    body = await ctx.request.body()
-    requested = _location_from_body(body)
-    host = ctx.headers.get("host", "").rsplit(":", 1)[0]
-    location = requested or ctx.config.rest_endpoints.get(host) or "us-east-1"
+    requested = _location_from_body(await read_xml_body(ctx))
+    location = requested or _endpoint_location(ctx) or "us-east-1"
     if location not in ctx.config.locations:
         raise S3Error("InvalidLocationConstraint", "The specified location constraint is not valid.",
                       LocationConstraint=location)
@@ -162,7 +170,7 @@ VERSIONING_STATES = ("Enabled", "Suspended")
 @action("PutBucketVersioning")
 async def put_bucket_versioning(ctx: RequestContext) -> Response:
     info = await ctx.authorized_bucket()
-    doc = parse(await ctx.request.body())
+    doc = parse(await read_xml_body(ctx))
     if local(doc.tag) != "VersioningConfiguration":
         raise S3Error("MalformedXML")
     status = child_text(doc, "Status")

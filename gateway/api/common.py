@@ -9,10 +9,11 @@ from typing import Any, AsyncIterator, Callable
 
 from starlette.responses import Response
 
+from gateway.auth.payload import VerifiedBody
 from gateway.context import RequestContext
 from gateway.models import BucketInfo, parse_iso
 from gateway.versioning import Committed, commit_version
-from gateway.xml import to_bytes
+from gateway.xml import MAX_XML_BYTES, to_bytes
 from shared import jsoncodec
 from shared.errors import S3Error
 from shared.metastore.errors import MetadataError
@@ -32,6 +33,23 @@ _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 def xml_response(el: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(to_bytes(el), status_code=status, headers=headers, media_type="application/xml")
+
+
+async def read_xml_body(ctx: RequestContext) -> bytes:
+    """A request document (bucket and object configuration XML), verified like any body:
+    x-amz-content-sha256, Content-MD5 and checksums, aws-chunked decoding. Refused
+    (MalformedXML) past MAX_XML_BYTES without reading the rest."""
+    body = VerifiedBody(ctx.auth, ctx.auth_request, ctx.request.stream())
+    if body.expected_size is not None and body.expected_size > MAX_XML_BYTES:
+        raise S3Error("MalformedXML", "The XML you provided was too large")
+    pieces: list[bytes] = []
+    total = 0
+    async for piece in body:
+        total += len(piece)
+        if total > MAX_XML_BYTES:   # no declared length (chunked): stop reading early
+            raise S3Error("MalformedXML", "The XML you provided was too large")
+        pieces.append(piece)
+    return b"".join(pieces)
 
 
 async def get_object_md(ctx: RequestContext, bucket: str, key: str, options: dict | None = None) -> dict[str, Any]:

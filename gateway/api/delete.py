@@ -14,17 +14,15 @@ from dataclasses import dataclass
 from lxml import etree
 from starlette.responses import Response
 
-from shared.errors import S3Error
-from shared.log import get_logger
-
 from gateway import checksums
-from gateway.api.common import xml_response
+from gateway.api.common import read_xml_body, xml_response
 from gateway.api.object_versions import Deleted, delete_one
-from gateway.auth.payload import VerifiedBody
 from gateway.context import RequestContext
 from gateway.models import MAX_KEY_BYTES, BucketInfo
 from gateway.router import action
-from gateway.xml import MAX_XML_BYTES, children, local, parse, root, sub
+from gateway.xml import children, local, parse, root, sub
+from shared.errors import S3Error
+from shared.log import get_logger
 
 log = get_logger("gateway")
 
@@ -54,21 +52,6 @@ def _has_integrity_header(ctx: RequestContext) -> bool:
         return True
     trailer = ctx.headers.get("x-amz-trailer", "")
     return any(checksums.algorithm_from_header(n.strip().lower()) for n in trailer.split(",") if n.strip())
-
-
-async def _read_verified_body(ctx: RequestContext) -> bytes:
-    """The request document, with its Content-MD5 / checksum verified (BadDigest otherwise)."""
-    body = VerifiedBody(ctx.auth, ctx.auth_request, ctx.request.stream())
-    if body.expected_size is not None and body.expected_size > MAX_XML_BYTES:
-        raise S3Error("MalformedXML", "The XML you provided was too large")
-    pieces: list[bytes] = []
-    total = 0
-    async for piece in body:
-        total += len(piece)
-        if total > MAX_XML_BYTES:   # a chunked body with no declared length: stop reading early
-            raise S3Error("MalformedXML", "The XML you provided was too large")
-        pieces.append(piece)
-    return b"".join(pieces)
 
 
 def _parse_quiet(doc: etree._Element) -> bool:
@@ -185,7 +168,7 @@ async def delete_objects(ctx: RequestContext) -> Response:
     bucket = await ctx.authorized_bucket()
     if not _has_integrity_header(ctx):
         raise S3Error("InvalidRequest", MISSING_INTEGRITY_MESSAGE)
-    quiet, targets = parse_delete_request(await _read_verified_body(ctx))
+    quiet, targets = parse_delete_request(await read_xml_body(ctx))
     outcomes = await delete_all(ctx, bucket, targets)
     if any(o.error is not None for o in outcomes):
         ctx.extra_log["deleteErrors"] = sum(o.error is not None for o in outcomes)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import re
 from typing import Any
 from urllib.parse import quote
 
@@ -25,6 +26,8 @@ from shared import jsoncodec, versionid
 from shared.errors import S3Error
 
 LISTING_HARD_LIMIT = 1000
+MAX_INT32 = 2 ** 31 - 1
+_INTEGER_RE = re.compile(r"-?[0-9]+")
 
 
 def parse_max_keys(query: dict[str, str], name: str = "max-keys") -> tuple[int, str]:
@@ -32,11 +35,11 @@ def parse_max_keys(query: dict[str, str], name: str = "max-keys") -> tuple[int, 
     raw = query.get(name)
     if raw is None or raw == "":
         return LISTING_HARD_LIMIT, str(LISTING_HARD_LIMIT)
-    try:
-        value = int(raw)
-    except ValueError:
+    # int() alone would take "1_000", " 5" or non-ASCII digits; S3 wants a plain 32-bit integer.
+    if not _INTEGER_RE.fullmatch(raw) or int(raw) > MAX_INT32:
         raise S3Error("InvalidArgument", f"Provided {name} not an integer or within integer range",
-                      ArgumentName=name, ArgumentValue=raw) from None
+                      ArgumentName=name, ArgumentValue=raw)
+    value = int(raw)
     if value < 0:
         raise S3Error("InvalidArgument", f"Argument {name} must be an integer between 0 and 2147483647",
                       ArgumentName=name, ArgumentValue=raw)

@@ -31,6 +31,7 @@ from gateway.api.common import (
     check_write_conditions,
     delete_locations,
     find_object_md,
+    read_xml_body,
     user_metadata,
     xml_response,
 )
@@ -56,7 +57,7 @@ from gateway.models import (
 )
 from gateway.router import action
 from gateway.versioning import commit_version, external_version_id, refuse_version_id
-from gateway.xml import MAX_XML_BYTES, child_text, children, local, parse, root, sub
+from gateway.xml import child_text, children, local, parse, root, sub
 from shared.errors import S3Error
 from shared.metastore.errors import MetadataError
 
@@ -365,16 +366,6 @@ async def upload_part_copy(ctx: RequestContext) -> Response:
 
 # ---------------------------------------------------------------- CompleteMultipartUpload
 
-async def _read_xml_body(ctx: RequestContext) -> bytes:
-    """The request body, refused (MalformedXML) past the XML size cap without reading it all."""
-    data = bytearray()
-    async for chunk in ctx.request.stream():
-        data += chunk
-        if len(data) > MAX_XML_BYTES:
-            raise S3Error("MalformedXML", "The XML you provided was too large")
-    return bytes(data)
-
-
 def _parse_complete(body: bytes, algorithm: str | None) -> list[tuple[int, str, str | None]]:
     """(part number, ETag without quotes, checksum or None) of each listed part, in request order."""
     if not body.strip():
@@ -528,7 +519,7 @@ async def complete_multipart_upload(ctx: RequestContext) -> Response:
     refuse_version_id(ctx)
     bucket, key, upload_id, overview = await _upload_target(ctx)
     algorithm, _ = _upload_checksum(overview)
-    requested = _parse_complete(await _read_xml_body(ctx), algorithm)
+    requested = _parse_complete(await read_xml_body(ctx), algorithm)
     stored_list = await _stored_parts(ctx, bucket, upload_id)
     shadow = [shadow_bucket(bucket.name)]
 

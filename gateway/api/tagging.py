@@ -11,15 +11,14 @@ from urllib.parse import parse_qsl
 
 from starlette.responses import Response
 
-from shared.errors import S3Error
-
-from gateway.api.common import get_object_md, xml_response
+from gateway.api.common import get_object_md, read_xml_body, xml_response
 from gateway.api.object_versions import get_version_md, resolve_version_options
 from gateway.context import RequestContext
 from gateway.models import BucketInfo
 from gateway.router import action
 from gateway.versioning import external_version_id
-from gateway.xml import children, child_text, local, parse, root, sub
+from gateway.xml import child_text, children, local, parse, root, sub
+from shared.errors import S3Error
 
 MAX_TAGS = 10
 MAX_TAG_KEY = 128
@@ -76,7 +75,7 @@ def _headers(bucket: BucketInfo, md: dict[str, Any]) -> dict[str, str]:
 
 @action("PutObjectTagging")
 async def put_object_tagging(ctx: RequestContext) -> Response:
-    doc = parse(await ctx.request.body())
+    doc = parse(await read_xml_body(ctx))
     if local(doc.tag) != "Tagging":
         raise S3Error("MalformedXML")
     tag_sets = children(doc, "TagSet")
