@@ -160,16 +160,21 @@ def _selected_bytes(ctx: RequestContext, md: dict[str, Any], headers: dict[str, 
     return first, last, 206
 
 
-@action("GetObject")
-async def get_object(ctx: RequestContext) -> Response:
+async def _read_response(ctx: RequestContext) -> tuple[dict[str, Any], dict[str, str], int, int, int]:
+    """What GetObject and HeadObject answer alike: (metadata, headers, first, last, status)."""
     bucket, md = await _read_target(ctx)
     check_conditions(ctx.headers, md.get("content-md5", ""), md["last-modified"])
     headers = _response_headers(ctx, bucket, md)
     first, last, status = _selected_bytes(ctx, md, headers)
-    length = last - first + 1
-    headers["Content-Length"] = str(length)
+    headers["Content-Length"] = str(last - first + 1)
+    return md, headers, first, last, status
+
+
+@action("GetObject")
+async def get_object(ctx: RequestContext) -> Response:
+    md, headers, first, last, status = await _read_response(ctx)
     chunks = stream_locations(ctx, md.get("location"), first, last)
-    if length <= SMALL_BODY_BYTES:
+    if last - first + 1 <= SMALL_BODY_BYTES:
         # Small bodies in one piece: a streaming response costs a task group per request.
         return Response(b"".join([c async for c in chunks]), status_code=status, headers=headers)
     return StreamingResponse(chunks, status_code=status, headers=headers)
@@ -177,11 +182,7 @@ async def get_object(ctx: RequestContext) -> Response:
 
 @action("HeadObject")
 async def head_object(ctx: RequestContext) -> Response:
-    bucket, md = await _read_target(ctx)
-    check_conditions(ctx.headers, md.get("content-md5", ""), md["last-modified"])
-    headers = _response_headers(ctx, bucket, md)
-    first, last, status = _selected_bytes(ctx, md, headers)
-    headers["Content-Length"] = str(last - first + 1)
+    _md, headers, _first, _last, status = await _read_response(ctx)
     return Response(status_code=status, headers=headers)
 
 
