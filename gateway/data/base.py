@@ -32,7 +32,7 @@ FREE_SOCKET_TIMEOUT_S = 55.0  # the reference's keep-alive agent; below the dmd'
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 60.0  # silence on an open exchange; an fsync of a large body fits in it
 DEFAULT_MAX_CONNECTIONS = 100
-READ_CHUNK_BYTES = 1 << 18
+READ_CHUNK_BYTES = 1 << 20
 
 #: what aiohttp raises when the store cannot be reached or stops answering
 TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
