@@ -568,8 +568,16 @@ async def test_remote_client_call_timeout_and_late_ack_ignored(tmp_path: Path) -
             assert 0.9 < time.monotonic() - started < 4
         finally:
             os.kill(d.popen.pid, signal.SIGCONT)
-        # the late ack of the timed-out put arrives and is ignored; new calls work
-        assert await client.get(["t"], "k") == "v"
+        # the late ack of the timed-out put arrives and is ignored; new calls work. The put
+        # itself is still being committed when the dmd resumes: wait for it to show.
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                assert await client.get(["t"], "k") == "v"
+                break
+            except MetadataError as err:
+                assert err.type == "ObjNotFound" and time.monotonic() < deadline
+                await asyncio.sleep(0.05)
         assert len(await client.get_uuid()) == 36
 
 
