@@ -139,31 +139,22 @@ class _QueuedWrite:
 
 
 class _Cursor:
-    """A blocking KV iterator consumed in chunks, closed safely even if a chunk is still being read."""
+    """A blocking KV iterator consumed in chunks on the event loop.
 
-    def __init__(self, it: Iterator[tuple[bytes, bytes]], inline: bool):
+    A chunk of entries takes well under a millisecond to read, less than a hop to a worker
+    thread and back (root delimiter listing, which reopens its stream past every common
+    prefix: 106 -> 150 req/s when reads stopped hopping); the stream yields to other clients
+    between chunks. Commits, which fsync, still run in a thread.
+    """
+
+    def __init__(self, it: Iterator[tuple[bytes, bytes]]):
         self._it = it
-        self._inline = inline
-        self._hop: asyncio.Future[list[tuple[bytes, bytes]]] | None = None
 
-    def _take(self, n: int) -> list[tuple[bytes, bytes]]:
+    def take(self, n: int) -> list[tuple[bytes, bytes]]:
         return list(islice(self._it, n))
 
-    async def take(self, n: int) -> list[tuple[bytes, bytes]]:
-        if self._inline:
-            return self._take(n)
-        self._hop = asyncio.get_running_loop().run_in_executor(None, self._take, n)
-        chunk = await self._hop
-        self._hop = None
-        return chunk
-
     def close(self) -> None:
-        hop = self._hop
-        if hop is not None and not hop.done():
-            # The worker thread is still inside the generator: close it once the hop finishes.
-            hop.add_done_callback(lambda _f: self._it.close())  # type: ignore[attr-defined]
-        else:
-            self._it.close()  # type: ignore[attr-defined]
+        self._it.close()  # type: ignore[attr-defined]
 
 
 class MetaStore:
@@ -528,14 +519,14 @@ class MetaStore:
             it = self._kv.iterate(gt=query.gt, gte=query.gte, lt=query.lt, lte=query.lte, reverse=query.reverse)
         except Exception as exc:
             raise MetadataError("InternalError", 500, f"cannot read metadata: {exc}") from exc
-        cursor = _Cursor(it, self._inline)
+        cursor = _Cursor(it)
         remaining = query.limit
         size = STREAM_FIRST_CHUNK
         try:
             while True:
                 want = size if remaining == NO_LIMIT else min(size, remaining)
                 try:
-                    chunk = await cursor.take(want)
+                    chunk = cursor.take(want)
                 except Exception as exc:
                     raise MetadataError("InternalError", 500, f"metadata read failed: {exc}") from exc
                 for k, v in chunk:
