@@ -25,7 +25,7 @@ _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, dtd_validatio
 def element(tag: str, text: Any = None, children: Iterable[etree._Element] = ()) -> etree._Element:
     el = etree.Element(tag)
     if text is not None:
-        el.text = _text(text)
+        el.text = _lxml_text(text)
     for child in children:
         el.append(child)
     return el
@@ -39,10 +39,36 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+# Characters XML 1.0 cannot carry (S3 keys may hold them; S3 writes them as character
+# references). lxml refuses them, so element text carries a stand-in from a private-use
+# plane, swapped for the reference when the document is serialised.
+_NOT_XML = re.compile("[\x01-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+_STAND_IN_BASE = 0xF0000
+_STAND_INS = {0xFFFE: 0x20, 0xFFFF: 0x21}
+_STAND_INS_BACK = {v: k for k, v in _STAND_INS.items()}
+_STAND_IN_BYTES = re.compile(b"\xf3\xb0\x80[\x80-\xa1]")   # UTF-8 of U+F0000..U+F0021
+
+
+def _stand_in(m: re.Match[str]) -> str:
+    code = ord(m.group())
+    return chr(_STAND_IN_BASE + _STAND_INS.get(code, code))
+
+
+def _restore(m: re.Match[bytes]) -> bytes:
+    n = m.group()[3] - 0x80
+    code = _STAND_INS_BACK.get(n, n)
+    return b"&#x%x;" % code
+
+
+def _lxml_text(value: Any) -> str:
+    text = _text(value)
+    return _NOT_XML.sub(_stand_in, text) if _NOT_XML.search(text) else text
+
+
 def sub(parent: etree._Element, tag: str, text: Any = None) -> etree._Element:
     el = etree.SubElement(parent, tag)
     if text is not None:
-        el.text = _text(text)
+        el.text = _lxml_text(text)
     return el
 
 
@@ -51,7 +77,10 @@ def root(tag: str, namespaced: bool = True) -> etree._Element:
 
 
 def to_bytes(el: etree._Element) -> bytes:
-    return _DECLARATION + etree.tostring(el, encoding="UTF-8")
+    body = etree.tostring(el, encoding="UTF-8")
+    if b"\xf3\xb0\x80" in body:
+        body = _STAND_IN_BYTES.sub(_restore, body)
+    return _DECLARATION + body
 
 
 def iso8601(dt: datetime) -> str:
