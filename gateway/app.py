@@ -101,7 +101,6 @@ async def s3_endpoint(request: Request) -> Response:
     raw_path = raw_path.split("?", 1)[0]
     method = request.method
     bucket = key = None
-    status = 500
     response: Response
     try:
         try:
