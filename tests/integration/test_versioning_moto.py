@@ -46,6 +46,9 @@ MOTO_GAPS = {
                         "marker; AWS puts a null delete marker. Skipped in the differential runs.",
     "delete marker flag when deleting a marker": "moto omits x-amz-delete-marker: true when DeleteObject "
                                                  "?versionId= removes a delete marker; AWS sends it. Not compared.",
+    "version id of a delete in a suspended bucket": "moto omits x-amz-version-id when DeleteObject ?versionId= "
+                                                    "runs on a Suspended bucket; AWS echoes the deleted version's "
+                                                    "id. The echoed id is not compared there (the listing is).",
 }
 
 
@@ -164,6 +167,8 @@ def run_both(ours, ops: list[Op]) -> None:
             ra, rb = a.apply(op), b.apply(op)
             if op[0] in ("enable", "suspend"):
                 status = ra
+            if op[0] == "delete_version" and status == "Suspended":
+                ra, rb = ra[:1], rb[:1]   # MOTO_GAPS["version id of a delete in a suspended bucket"]
             assert ra == rb, (step, op)
             oa, ob = a.observe(), b.observe()
             assert oa == ob, (step, op)
