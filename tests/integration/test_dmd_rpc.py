@@ -425,9 +425,11 @@ async def test_listing_100k_keys_streams_in_bounded_memory(tmp_path: Path) -> No
             count += 1
         assert count == n
         growth_mb = (peak - rss_before) / 2**20
-        # the whole listing is ~100 MB of values; a streaming server holds a few packets
+        # The whole listing is ~100 MB of values; a streaming server holds a few packets (~9 MB
+        # measured). The bound leaves room for RocksDB's own work on the freshly bulk-loaded
+        # files (compaction may run in the dmd meanwhile), yet fails a server that buffers the listing.
         print(f"dmd RSS growth while streaming {n} keys: {growth_mb:.1f} MB")
-        assert growth_mb < 40, f"dmd RSS grew {growth_mb:.1f} MB while streaming"
+        assert growth_mb < 60, f"dmd RSS grew {growth_mb:.1f} MB while streaming"
     finally:
         await client.close()
         d.stop()
