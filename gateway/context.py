@@ -6,12 +6,12 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, TypeVar
 
+from gateway.models import ADMIN_OWNER, METASTORE, USERS_BUCKET, BucketInfo, now_iso
+from shared import jsoncodec
 from shared.config import Account, Config
 from shared.errors import S3Error
 from shared.log import get_logger, log_event
 from shared.metastore.errors import MetadataError
-
-from gateway.models import METASTORE, ADMIN_OWNER, USERS_BUCKET, BucketInfo, now_iso
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -81,6 +81,16 @@ class RequestContext:
     @property
     def config(self) -> Config:
         return self.services.config
+
+    async def find_metadata(self, sublevel: list[str], key: str,
+                            options: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """A stored metadata document (object, version, upload overview, part), or None if absent."""
+        try:
+            return jsoncodec.loads(await self.services.metadata.get(sublevel, key, options or {}))
+        except MetadataError as exc:
+            if exc.type == "ObjNotFound":
+                return None
+            raise
 
     async def bucket_info(self, name: str | None = None) -> BucketInfo:
         """The bucket's attributes, or NoSuchBucket."""

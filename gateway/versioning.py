@@ -12,11 +12,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared import versionid
-from shared.errors import S3Error
-
 from gateway.context import RequestContext
 from gateway.models import BucketInfo
+from shared import versionid
+from shared.errors import S3Error
 
 
 @dataclass
@@ -80,23 +79,13 @@ async def commit_version(ctx: RequestContext, bucket: BucketInfo, key: str, md: 
             if master.get("location") and not master.get("isDeleteMarker"):
                 freed.append(master["location"])
         elif master.get("nullVersionId"):
-            null_md = await _get_version(ctx, sublevel, key, master["nullVersionId"])
+            null_md = await ctx.find_metadata(sublevel, key, {"versionId": master["nullVersionId"]})
             await md_client.delete(sublevel, key, {"versionId": master["nullVersionId"]})
             if null_md and null_md.get("location") and not null_md.get("isDeleteMarker"):
                 freed.append(null_md["location"])
     md["isNull"] = True
     reply = await md_client.put(sublevel, key, json.dumps(md), {"versionId": ""})
     return Committed(json.loads(reply)["versionId"] if reply else None, freed)
-
-
-async def _get_version(ctx: RequestContext, sublevel: list[str], key: str, vid: str) -> dict[str, Any] | None:
-    from shared.metastore.errors import MetadataError
-    try:
-        return json.loads(await ctx.services.metadata.get(sublevel, key, {"versionId": vid}))
-    except MetadataError as exc:
-        if exc.type == "ObjNotFound":
-            return None
-        raise
 
 
 def external_version_id(md: dict[str, Any]) -> str:

@@ -14,9 +14,7 @@ from gateway.context import RequestContext
 from gateway.models import BucketInfo, parse_iso
 from gateway.versioning import Committed, commit_version
 from gateway.xml import MAX_XML_BYTES, to_bytes
-from shared import jsoncodec
 from shared.errors import S3Error
-from shared.metastore.errors import MetadataError
 
 # Headers copied from ObjectMD to GET/HEAD responses, in the original's names.
 STORED_RESPONSE_HEADERS = ("cache-control", "content-disposition", "content-encoding",
@@ -54,22 +52,14 @@ async def read_xml_body(ctx: RequestContext) -> bytes:
 
 async def get_object_md(ctx: RequestContext, bucket: str, key: str, options: dict | None = None) -> dict[str, Any]:
     """The object's metadata (master, or a version with options), or NoSuchKey."""
-    try:
-        raw = await ctx.services.metadata.get([bucket], key, options or {})
-    except MetadataError as exc:
-        if exc.type == "ObjNotFound":
-            raise S3Error("NoSuchKey", Key=key) from None
-        raise
-    return jsoncodec.loads(raw)
+    md = await ctx.find_metadata([bucket], key, options)
+    if md is None:
+        raise S3Error("NoSuchKey", Key=key)
+    return md
 
 
 async def find_object_md(ctx: RequestContext, bucket: str, key: str) -> dict[str, Any] | None:
-    try:
-        return await get_object_md(ctx, bucket, key)
-    except S3Error as exc:
-        if exc.code == "NoSuchKey":
-            return None
-        raise
+    return await ctx.find_metadata([bucket], key)
 
 
 def http_date(iso: str) -> str:

@@ -59,7 +59,6 @@ from gateway.router import action
 from gateway.versioning import commit_version, external_version_id, refuse_version_id
 from gateway.xml import child_text, children, local, parse, root, sub
 from shared.errors import S3Error
-from shared.metastore.errors import MetadataError
 
 MIN_PART_SIZE = 5 * 1024 * 1024                     # AWS: every part but the last >= 5 MiB
 MAX_PARTS_PAGE = 1000                               # ListParts max-parts cap and default
@@ -94,20 +93,11 @@ def _no_such_upload(upload_id: str) -> S3Error:
     return S3Error("NoSuchUpload", UploadId=upload_id)
 
 
-async def _find(ctx: RequestContext, sublevel: list[str], key: str) -> dict[str, Any] | None:
-    try:
-        return json.loads(await ctx.services.metadata.get(sublevel, key, {}))
-    except MetadataError as exc:
-        if exc.type == "ObjNotFound":
-            return None
-        raise
-
-
 async def _overview(ctx: RequestContext, bucket: BucketInfo, key: str, upload_id: str) -> dict[str, Any]:
     """The upload's overview, or NoSuchUpload (also for ids we could never have issued)."""
     if not _UPLOAD_ID_RE.match(upload_id):
         raise _no_such_upload(upload_id)
-    found = await _find(ctx, [shadow_bucket(bucket.name)], overview_key(key, upload_id))
+    found = await ctx.find_metadata([shadow_bucket(bucket.name)], overview_key(key, upload_id))
     if found is None:
         raise _no_such_upload(upload_id)
     return found
@@ -265,12 +255,12 @@ async def _commit_part(ctx: RequestContext, bucket: BucketInfo, key: str, upload
     pkey = part_key(upload_id, part_number)
     new_locations = value["partLocations"]
     try:
-        previous = await _find(ctx, shadow, pkey)
+        previous = await ctx.find_metadata(shadow, pkey)
         await ctx.services.metadata.put(shadow, pkey, json.dumps(value), {})
     except BaseException:
         await delete_locations(ctx, new_locations)
         raise
-    overview = await _find(ctx, shadow, overview_key(key, upload_id))
+    overview = await ctx.find_metadata(shadow, overview_key(key, upload_id))
     if overview is None:
         # Aborted or completed while the data streamed: our part belongs to nothing, unless a
         # completion that read it is now the object.

@@ -3,18 +3,15 @@ version-specific deletes (the reference's "Behavior of Object-Targeting APIs",
 "Null Version Mapping" and "DELETE Example")."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
-
-from shared import versionid
-from shared.errors import S3Error
-from shared.metastore.errors import MetadataError
 
 from gateway.api.common import delete_locations, find_object_md
 from gateway.context import RequestContext
 from gateway.models import BucketInfo, now_iso
 from gateway.versioning import commit_version, external_version_id
+from shared import versionid
+from shared.errors import S3Error
 
 
 def decode_version_id(version: str) -> str:
@@ -42,12 +39,10 @@ async def resolve_version_options(ctx: RequestContext, bucket: BucketInfo, key: 
 
 async def get_version_md(ctx: RequestContext, bucket: BucketInfo, key: str, options: dict[str, Any],
                          version: str) -> dict[str, Any]:
-    try:
-        return json.loads(await ctx.services.metadata.get([bucket.name], key, options))
-    except MetadataError as exc:
-        if exc.type == "ObjNotFound":
-            raise S3Error("NoSuchVersion", Key=key, VersionId=version) from None
-        raise
+    md = await ctx.find_metadata([bucket.name], key, options)
+    if md is None:
+        raise S3Error("NoSuchVersion", Key=key, VersionId=version)
+    return md
 
 
 def delete_marker_md(ctx: RequestContext, key: str) -> dict[str, Any]:
@@ -87,7 +82,7 @@ async def delete_one(ctx: RequestContext, bucket: BucketInfo, key: str, version:
         if exc.code == "NoSuchVersion":   # deleting an absent version succeeds, as on AWS
             return Deleted(version)
         raise
-    md = await _find_version(ctx, bucket, key, options)
+    md = await ctx.find_metadata([bucket.name], key, options)
     if md is None:
         return Deleted(version)
     if "versionId" in options:
@@ -99,13 +94,3 @@ async def delete_one(ctx: RequestContext, bucket: BucketInfo, key: str, version:
         await ctx.services.metadata.delete([bucket.name], key, {})
     await delete_locations(ctx, md.get("location"))
     return Deleted(version, bool(md.get("isDeleteMarker")))
-
-
-async def _find_version(ctx: RequestContext, bucket: BucketInfo, key: str,
-                        options: dict[str, Any]) -> dict[str, Any] | None:
-    try:
-        return json.loads(await ctx.services.metadata.get([bucket.name], key, options))
-    except MetadataError as exc:
-        if exc.type == "ObjNotFound":
-            return None
-        raise
