@@ -24,7 +24,8 @@ class Committed:
     freed: list[list[dict[str, Any]]] = field(default_factory=list)   # locations no longer referenced
 
 
-def _null_vid(ctx: RequestContext, master: dict[str, Any]) -> str:
+def null_version_id(ctx: RequestContext, master: dict[str, Any]) -> str:
+    """The internal id of a null or pre-versioning master (the max-epoch id when it has none)."""
     if master.get("isNull") and master.get("versionId"):
         return master["versionId"]
     return versionid.get_inf_vid(ctx.config.replication_group_id)
@@ -62,7 +63,7 @@ async def commit_version(ctx: RequestContext, bucket: BucketInfo, key: str, md: 
     if status == "Enabled":
         if master is not None and (not master.get("versionId") or master.get("isNull")):
             # Preserve the null (or pre-versioning) master as a version of its own.
-            null_vid = _null_vid(ctx, master)
+            null_vid = null_version_id(ctx, master)
             old = {**master, "versionId": null_vid, "isNull": True}
             await md_client.put(sublevel, key, json.dumps(old), {"versionId": null_vid})
             md["nullVersionId"] = null_vid

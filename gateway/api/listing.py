@@ -20,7 +20,7 @@ from gateway.context import RequestContext
 from gateway.listing import DelimiterMaster, DelimiterVersions, list_entries
 from gateway.models import BucketInfo
 from gateway.router import action
-from gateway.versioning import external_version_id
+from gateway.versioning import external_version_id, null_version_id
 from gateway.xml import XmlWriter
 from shared import jsoncodec, versionid
 from shared.errors import S3Error
@@ -230,5 +230,5 @@ async def _null_version_marker(ctx: RequestContext, bucket: BucketInfo, key: str
     if master is None:
         return None
     if master.get("isNull") or not master.get("versionId"):
-        return master.get("versionId") or versionid.get_inf_vid(ctx.config.replication_group_id)
+        return null_version_id(ctx, master)
     return master.get("nullVersionId")
