@@ -96,13 +96,10 @@ class RequestContext:
         """The bucket's attributes, or NoSuchBucket."""
         name = name or self.bucket
         assert name is not None
-        try:
-            raw = await self.services.metadata.get([METASTORE], name, {})
-        except MetadataError as exc:
-            if exc.type == "ObjNotFound":
-                raise S3Error("NoSuchBucket", BucketName=name) from None
-            raise
-        info = BucketInfo.deserialize(raw)
+        doc = await self.find_metadata([METASTORE], name)
+        if doc is None:
+            raise S3Error("NoSuchBucket", BucketName=name)
+        info = BucketInfo.from_doc(doc)
         if info.raw.get("deleted"):
             raise S3Error("NoSuchBucket", BucketName=name)
         return info

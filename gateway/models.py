@@ -67,8 +67,8 @@ class BucketInfo:
         return json.dumps(doc, separators=(",", ":"))
 
     @classmethod
-    def deserialize(cls, text: str) -> "BucketInfo":
-        doc = json.loads(text)
+    def from_doc(cls, doc: dict[str, Any]) -> "BucketInfo":
+        """From the parsed `__metastore` value (BucketInfo.serialize() of either implementation)."""
         return cls(name=doc["name"], owner=doc["owner"], owner_display_name=doc.get("ownerDisplayName", ""),
                    creation_date=doc["creationDate"], location_constraint=doc.get("locationConstraint"),
                    versioning=doc.get("versioningConfiguration"), raw=doc)
