@@ -7,7 +7,7 @@ This module owns:
   fsynced: a blob is either complete and durable or invisible. Leftover temp
   files (a crash mid-upload) are removed at start.
 - `make_data_app(store)`: the aiohttp application speaking the reference's
-  `/DataFile` protocol (dmd-protocol.md section 6), with keys restricted to
+  `/DataFile` protocol (docs/protocol.md#data-rest-api-datafile), with keys restricted to
   exactly 40 lowercase hex characters for GET/DELETE.
 - `start_data_server(config, host, port)`: what `dmd/__main__.py` calls.
 - `python -m dmd.data [--bind H] [--port P]`: the data daemon alone (debugging,
@@ -33,7 +33,7 @@ from shared.config import Config, load_config
 from shared.log import get_logger, log_event, setup_logging
 from shared.metastore.errors import MetadataError, obj_not_found
 
-# --- protocol constants (dmd-protocol.md section 6) --------------------------------------------
+# --- protocol constants (docs/protocol.md#data-rest-api-datafile) ------------------------------
 SERVICE_PATH = "/DataFile"
 FOLDER_HASH = 3511  # prime; must never change on existing data
 KEY_BYTES = 20  # the server's keys: 20 random bytes as 40 hex chars

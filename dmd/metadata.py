@@ -1,8 +1,8 @@
 """The dmd's metadata RPC server: socket.io on port 9990 in front of the MetaStore.
 
-This module owns the server side of dmd-protocol.md §1 and §3: it decodes
+This module owns the server side of docs/protocol.md (metadata RPC, read streams): it decodes
 `call` events (envelope and arguments checked by `shared.rpc`), runs them on
-the engine (which does the write batching, §2), answers through the socket.io
+the engine (which does the write batching, docs/durability.md#group-commit), answers through the socket.io
 ack with `(error, result)`, and serves read streams with an ack window. It
 fixes the original's stream flaws: a source read error is forwarded as
 `stream-error`, and a consumer's disconnect frees its streams and iterators.
@@ -216,7 +216,7 @@ class MetadataServer:
             return self.stats()
         raise invalid_argument(f"Unknown remote call {name} in namespace {rpc.NAMESPACE}")
 
-    # ---- streams (§3) ------------------------------------------------------------
+    # ---- streams (docs/protocol.md#read-streams) ----------------------------------
 
     async def _open_stream(self, sid: str, source: AsyncIterator[Any]) -> dict[str, Any]:
         """Reply with a stream marker and start pumping the source to the consumer.
@@ -277,7 +277,7 @@ class MetadataServer:
         except _AckTimeout:
             outcome = "ack-timeout"
             await self._send_error(st, rpc.stream_timeout_error(self.ack_timeout_ms))
-        except Exception as err:   # a read error of the source is the consumer's to know (§3.2 fix)
+        except Exception as err:   # a read error of the source is the consumer's to know (a fix: docs/protocol.md#flow-control)
             outcome = "source-error"
             logger.warning("stream %s source failed: %s", st.stream_id, err, exc_info=True)
             await self._send_error(st, err)

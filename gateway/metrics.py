@@ -1,4 +1,4 @@
-"""Prometheus metrics of the gateway and the C-cur metrics port (dmd-protocol.md §10.2).
+"""Prometheus metrics of the gateway and current CloudServer's metrics port (docs/operations.md#health-and-metrics).
 
 This module owns:
 - the request metrics, named as CloudServer's `monitoringHandler.js` names them:

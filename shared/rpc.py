@@ -1,4 +1,4 @@
-"""The metadata RPC wire format (dmd-protocol.md §1 and §3), imported by both ends.
+"""The metadata RPC wire format (docs/protocol.md), imported by both ends.
 
 This module owns everything the dmd's socket.io server (`dmd/metadata.py`) and
 the gateway's client (`gateway/metadata/client.py`) must agree on: the
@@ -30,21 +30,21 @@ __all__ = [
     "MAX_KEY_BYTES", "MAX_VALUE_BYTES",
 ]
 
-# §1.1: the metadata service lives on this socket.io namespace, default path.
+# The metadata service lives on this socket.io namespace, default path (docs/protocol.md#transport).
 NAMESPACE = "/MDFile/metadata"
 SOCKETIO_PATH = "socket.io"
-# A-cur's server setting; larger transport frames are refused by engine.io.
+# Current Arsenal's server setting; larger transport frames are refused by engine.io.
 MAX_HTTP_BUFFER_SIZE = 100_000_000
 API_VERSION = "1.0"
 
-# §1.3 / §3.1 event names.
+# Event names (docs/protocol.md#call-envelope, #stream-events).
 EVENT_CALL = "call"
 EVENT_STREAM_DATA = "stream-data"
 EVENT_STREAM_END = "stream-end"
 EVENT_STREAM_ERROR = "stream-error"
 EVENT_STREAM_HANGUP = "stream-hangup"
 
-# §1.7 call names.
+# Call names (docs/protocol.md#calls).
 CALL_GET_MANIFEST = "getManifest"
 CALL_PUT = "put"
 CALL_GET = "get"
@@ -56,10 +56,10 @@ CALL_GET_DISK_USAGE = "getDiskUsage"
 # Ours, not the original's: batch and stream statistics of the dmd.
 CALL_GET_STATS = "getStats"
 
-# §1.2: the manifest lists sync calls first, then async calls, without getManifest.
+# The manifest lists sync calls first, then async calls, without getManifest (docs/protocol.md#handshake).
 MANIFEST_CALLS: tuple[str, ...] = (CALL_CREATE_READ_STREAM, CALL_RAW_LIST_KEYS, CALL_GET_UUID,
                                    CALL_PUT, CALL_DEL, CALL_GET, CALL_GET_DISK_USAGE, CALL_GET_STATS)
-# Calls whose result is a stream marker (§3).
+# Calls whose result is a stream marker (docs/protocol.md#read-streams).
 STREAM_CALLS = frozenset({CALL_CREATE_READ_STREAM, CALL_RAW_LIST_KEYS})
 
 # Input limits. S3 keys are at most 915 bytes (plus a version suffix); the
@@ -73,7 +73,7 @@ _SUBLEVEL_REQUIRED = frozenset({CALL_PUT, CALL_GET, CALL_DEL, CALL_CREATE_READ_S
 
 @dataclass(frozen=True)
 class CallParams:
-    """A decoded `call` params object (§1.3)."""
+    """A decoded `call` params object (docs/protocol.md#call-envelope)."""
     rpc_args: list[Any]
     sub_level: list[str]
     req_uids: str | None = None
@@ -147,7 +147,7 @@ def _arg_options(name: str, args: list[Any], i: int) -> dict[str, Any]:
 
 
 def parse_call_args(name: str, args: list[Any]) -> tuple[Any, ...]:
-    """Check and normalise the positional rpcArgs of call `name` (§1.7).
+    """Check and normalise the positional rpcArgs of call `name` (docs/protocol.md#calls).
 
     put -> (key, value, options); get/del -> (key, options);
     createReadStream/rawListKeys -> (options,); others -> ().
@@ -168,11 +168,11 @@ def parse_call_args(name: str, args: list[Any]) -> tuple[Any, ...]:
 
 
 def manifest() -> dict[str, Any]:
-    """The getManifest reply (§1.2)."""
+    """The getManifest reply (docs/protocol.md#handshake)."""
     return {"apiVersion": API_VERSION, "api": [{"name": n} for n in MANIFEST_CALLS]}
 
 
-# ---- streams (§3) -------------------------------------------------------------
+# ---- streams (docs/protocol.md#read-streams) -----------------------------------
 
 def new_stream_id() -> str:
     return str(uuid.uuid4())
@@ -206,10 +206,10 @@ def payload_size(item: Any) -> int:
     return len(json.dumps(item))
 
 
-# ---- errors (§1.4, §1.5, §3.2) ----------------------------------------------
+# ---- errors (docs/protocol.md#errors, #call-timeout, #flow-control) ----------
 
 def flatten_error(err: BaseException) -> dict[str, Any]:
-    """The first ack value of a failed call (A-cur form for our errors)."""
+    """The first ack value of a failed call (current Arsenal's form plus the legacy fields, docs/protocol.md#errors)."""
     if isinstance(err, MetadataError):
         return err.to_wire()
     return {"is_arsenal_error": True, "code": 500, "type": "InternalError", "message": "InternalError",
@@ -217,7 +217,7 @@ def flatten_error(err: BaseException) -> dict[str, Any]:
 
 
 def unflatten_error(err: Any) -> MetadataError:
-    """Rebuild a MetadataError from any era's flattened form (A-cur, A-2019, plain Error)."""
+    """Rebuild a MetadataError from any era's flattened form (current Arsenal, classic Arsenal 2019, plain Error)."""
     if isinstance(err, dict) and not err.get("is_arsenal_error") and isinstance(err.get("code"), str):
         # A non-Arsenal Error such as the call timeout: {"message", "code": "ETIMEDOUT", "info"}.
         return _InfoError(err["code"], str(err.get("info") or err.get("message") or err["code"]))
@@ -236,10 +236,10 @@ class _InfoError(MetadataError):
 
 
 def timeout_error(call_name: str) -> MetadataError:
-    """§1.5: the client-side call timeout."""
+    """The client-side call timeout (docs/protocol.md#call-timeout)."""
     return _InfoError("ETIMEDOUT", f"operation {call_name} timed out")
 
 
 def stream_timeout_error(ack_timeout_ms: int) -> MetadataError:
-    """§3.2: the producer's ack timeout, sent as stream-error."""
+    """The producer's ack timeout, sent as stream-error (docs/protocol.md#flow-control)."""
     return _InfoError("ETIMEDOUT", f"stream timeout: did not receive ack after {ack_timeout_ms}ms")

@@ -1,7 +1,8 @@
 """Version ids: generation, ordering and the external (API) encodings.
 
-This module owns the internal version-id format of dmd-protocol §4.1 and the
-two external encodings of §4.2 (legacy hex, 2021+ base62 "tiny ids"):
+This module owns the internal version-id format (docs/versioning.md#version-ids) and
+the two external encodings (docs/versioning.md#external-encoding: legacy hex, 2021+
+base62 "tiny ids"):
 
     <14 digits 99999999999999-now_ms> <6 digits 999999-seq> <7 chars RG> <info>
 

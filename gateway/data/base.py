@@ -24,7 +24,7 @@ import aiohttp
 KEY_HEX_LENGTH = 40  # keys are 20 random bytes in lowercase hex, named by the store
 _KEY_RE = re.compile(r"[0-9a-f]{%d}" % KEY_HEX_LENGTH)
 
-# --- HTTP backends (dmd-protocol.md 6.5; the same client settings serve the aws_s3 location) ---
+# --- HTTP backends (docs/protocol.md#data-client; the same client settings serve the aws_s3 location) ---
 DELETE_ATTEMPTS = 3  # the reference's DataWrapper: MAX_RETRY = 2 retries
 DELETE_RETRY_DELAY_S = 0.05  # doubled after each failed attempt
 DELETE_DONE_STATUSES = (200, 204, 404)  # 404: an earlier attempt or another caller already deleted it

@@ -1,6 +1,6 @@
 """`DmdDataBackend`: blobs on a dmd's `/DataFile` REST service (port 9991).
 
-The client side of dmd-protocol.md section 6.5: one pooled keep-alive
+The client side of the /DataFile protocol (docs/protocol.md#data-client): one pooled keep-alive
 aiohttp session per backend, streaming uploads (Content-Length when the size
 is known, chunked otherwise), streaming reads with a `Range` header, deletes
 retried up to 3 attempts (a 404 means already deleted); that plumbing is

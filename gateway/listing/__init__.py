@@ -1,4 +1,4 @@
-"""Listing algorithms run by the gateway over metadata read streams (dmd-protocol §5).
+"""Listing algorithms run by the gateway over metadata read streams (docs/listing.md).
 
 Use: `await list_entries(open_stream, DelimiterMaster(prefix=..., delimiter=..., max_keys=..., marker=...))`.
 """

@@ -20,7 +20,7 @@ FILTER_END = -1
 # S3 page size used when the caller gives none (the gateway also caps requests at this value).
 DEFAULT_MAX_KEYS = 1000
 
-# Version key = master key + VERSION_SEPARATOR + versionId (dmd-protocol §4.3).
+# Version key = master key + VERSION_SEPARATOR + versionId (docs/metadata-keys.md#object-keys).
 VERSION_SEPARATOR = versionid.SEPARATOR
 # Smallest string after every `key + VERSION_SEPARATOR + ...`: the lower bound that skips all versions of key.
 AFTER_VERSIONS_SUFFIX = chr(ord(VERSION_SEPARATOR) + 1)
@@ -73,7 +73,7 @@ def is_delete_marker(value: str) -> bool:
 
 
 def is_phd(value: str) -> bool:
-    """A placeholder master left by a version-specific delete (dmd-protocol §4.5)."""
+    """A placeholder master left by a version-specific delete (docs/versioning.md#placeholders-and-repair)."""
     return _json_flag(value, "isPHD")
 
 

@@ -1,4 +1,4 @@
-"""Delimiter and DelimiterMaster (dmd-protocol §5.2, §5.3): ListObjects v1/v2 pages over a bucket's keys.
+"""Delimiter and DelimiterMaster (docs/listing.md#delimiter, #delimitermaster): ListObjects v1/v2 pages over a bucket's keys.
 
 Delimiter lists every key of a sublevel (used as is for the MPU shadow bucket and the users bucket);
 DelimiterMaster lists only current versions of a v0 versioned bucket: master keys, with delete-marker
@@ -28,7 +28,7 @@ def common_prefix(key: str, prefix: str, delimiter: str | None) -> str | None:
 
 
 def folder_range(prefix: str, delimiter: str | None, marker: str | None) -> dict[str, str] | None:
-    """The prefix bounds, raised past the "folder" holding `marker` (§5.2 range steps 1-2); None if empty.
+    """The prefix bounds, raised past the "folder" holding `marker` (docs/listing.md#delimiter, range steps 1-2); None if empty.
 
     A marker inside a folder (it has a common prefix) skips the whole folder: that folder was
     already returned as one CommonPrefixes entry.
@@ -51,14 +51,14 @@ def folder_range(prefix: str, delimiter: str | None, marker: str | None) -> dict
 
 
 def marker_is_lower_bound(params: dict[str, str], marker: str | None) -> bool:
-    """True when the marker, not the prefix or folder bound, is where the range starts (§5.2 step 3)."""
+    """True when the marker, not the prefix or folder bound, is where the range starts (docs/listing.md#delimiter, range step 3)."""
     if not marker:
         return False
     return "gte" not in params or marker >= params["gte"]
 
 
 def key_range(prefix: str, delimiter: str | None, marker: str | None) -> dict[str, str] | None:
-    """The stream range of a prefix + marker listing (§5.2 "Range"); None when it is empty."""
+    """The stream range of a prefix + marker listing (docs/listing.md#delimiter, "Range"); None when it is empty."""
     params = folder_range(prefix, delimiter, marker)
     if params is not None and marker and marker_is_lower_bound(params, marker):
         params.pop("gte", None)
@@ -169,7 +169,7 @@ class DelimiterMaster(Delimiter):
             phd_key, self._phd_key = self._phd_key, None
             base, sep, _ = key.partition(VERSION_SEPARATOR)
             if sep and base == phd_key:
-                # The newest version of a PHD master is its current version (§4.5 repair rule).
+                # The newest version of a PHD master is its current version (docs/versioning.md#placeholders-and-repair).
                 return self._on_master(phd_key, value)
         return self._on_master(key, value)
 
@@ -184,7 +184,7 @@ class DelimiterMaster(Delimiter):
         base, sep, _ = key.partition(VERSION_SEPARATOR)
         if sep:
             # A version without its master (e.g. the master was removed by a plain delete): the
-            # object has no current version. A-cur would list "key\0vid" as an object; we never do.
+            # object has no current version. Current Arsenal would list "key\0vid" as an object; we never do.
             self._skipping_versions_of = base
             return FILTER_SKIP
         if is_delete_marker(value):

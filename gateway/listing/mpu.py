@@ -1,4 +1,4 @@
-"""MPU (dmd-protocol §5.5): ListMultipartUploads over a bucket's MPU shadow bucket.
+"""MPU (docs/listing.md#mpu): ListMultipartUploads over a bucket's MPU shadow bucket.
 
 The shadow bucket holds one overview key per upload, `overview..|..<objectKey>..|..<uploadId>`, next to
 the part keys `<uploadId>..|..<NNNNN>`; only the overview keys are read. Uploads come out in overview
@@ -45,7 +45,7 @@ class MPU(ListingAlgorithm):
     """In-progress uploads whose object key starts with `prefix`, folded by `delimiter`.
 
     Each upload is returned as {"key", "uploadId", "value"} where value is the stored overview JSON
-    string (§7.3), parsed by the gateway.
+    string (docs/metadata-keys.md#mpu-overview), parsed by the gateway.
     """
 
     def __init__(self, *, prefix: str | None = None, delimiter: str | None = None, max_keys: int | None = None,

@@ -1,9 +1,10 @@
-"""DelimiterVersions (dmd-protocol §5.4): ListObjectVersions pages over a v0 versioned bucket.
+"""DelimiterVersions (docs/listing.md#delimiterversions): ListObjectVersions pages over a v0 versioned bucket.
 
 Each object appears as its master (version id from the value, "null" when it has none) followed by
 its version keys `key\\0<vid>` in id order (newest first); the version key that duplicates the master
-is not listed twice, and PHD masters are ignored. The null-key branches of A-cur (2023+) are not
-implemented: this project stores null versions in ordinary version keys (§4.6, classic model).
+is not listed twice, and PHD masters are ignored. The null-key branches of current Arsenal (2023+) are
+not implemented: this project stores null versions in ordinary version keys (classic model,
+docs/versioning.md#null-versions).
 """
 from __future__ import annotations
 
@@ -46,11 +47,11 @@ class DelimiterVersions(ListingAlgorithm):
             return params
         if marker_is_lower_bound(params, self.key_marker):
             if self.version_id_marker is not None:
-                # Start at the marker version itself (A-cur starts at `key\0` to see a null key, which
+                # Start at the marker version itself (current Arsenal starts at `key\0` to see a null key, which
                 # this project does not have); filter() drops it and anything older.
                 params["gte"] = self.key_marker + VERSION_SEPARATOR + self.version_id_marker
             else:
-                # gte, not A-cur's gt: `key_marker + "\x01"` is itself a valid key and must be listed.
+                # gte, not current Arsenal's gt: `key_marker + "\x01"` is itself a valid key and must be listed.
                 params["gte"] = self.key_marker + AFTER_VERSIONS_SUFFIX
         return params
 

@@ -2,7 +2,7 @@
 
 `MetadataClient` is all the gateway knows about metadata: put/get/delete a
 value in a sublevel, read a range as a stream, and the small admin calls.
-`RemoteMetadataClient` speaks the dmd's socket.io RPC (dmd-protocol.md §1, §3;
+`RemoteMetadataClient` speaks the dmd's socket.io RPC (docs/protocol.md;
 the wire format itself lives in `shared.rpc`): one persistent connection per
 process with calls multiplexed by ack id, a per-call timeout, immediate failure
 of in-flight calls when the connection drops, automatic reconnection with
@@ -366,7 +366,7 @@ class RemoteMetadataClient(MetadataClient):
         except (MetadataError, asyncio.TimeoutError):
             return False
 
-    # ---- streams (§3) --------------------------------------------------------------
+    # ---- streams (docs/protocol.md#read-streams) ------------------------------------
 
     def read_stream(self, sublevel: list[str], options: dict, *,
                     req_uids: str | None = None) -> AsyncIterator[Any]:

@@ -1,7 +1,7 @@
 """The physical key space: level-sublevel key codec and levelup range options.
 
 A logical location (sublevel path, key) is stored under the physical key
-`"!" + "#".join(path) + "!" + key` in UTF-8 (dmd-protocol §1.6), the layout of
+`"!" + "#".join(path) + "!" + key` in UTF-8 (docs/metadata-keys.md#physical-keys), the layout of
 the original dmd's LevelDB, so `rawListKeys` output matches it. This module
 turns sublevel paths, keys and levelup read-stream options into bytes and
 bounds, rejecting malformed input with InvalidArgument.

@@ -1,6 +1,6 @@
 """The dmd's metadata RPC, end to end against the real `python -m dmd` process.
 
-Part of it uses a raw python-socketio client written from dmd-protocol.md
+Part of it uses a raw python-socketio client written from docs/protocol.md
 alone (so the server is checked against the protocol, not against our own
 client); the rest drives `RemoteMetadataClient`, the gateway's client:
 reconnection, timeouts, in-flight failure, stream backpressure. Durability is
@@ -26,7 +26,7 @@ from gateway.metadata import LocalMetadataClient, RemoteMetadataClient
 from shared.metastore import MemoryKV, MetadataError, MetaStore, RocksKV
 from tests.procs import REPO, Dmd, start_dmd
 
-NS = "/MDFile/metadata"          # §1.1, spelled out here on purpose: the raw client must not import shared.rpc
+NS = "/MDFile/metadata"          # docs/protocol.md#transport, spelled out here on purpose: the raw client must not import shared.rpc
 MANIFEST = ["createReadStream", "rawListKeys", "getUUID", "put", "del", "get", "getDiskUsage"]
 SMALL_ACK_TIMEOUT_MS = 500
 WINDOW = 5                       # streamMaxPendingAck default of config.json
@@ -58,7 +58,7 @@ def impatient_dmd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dmd]:
 
 
 class RawClient:
-    """A socket.io client that knows only dmd-protocol.md §1.3 and §3.1."""
+    """A socket.io client that knows only docs/protocol.md (call envelope, stream events)."""
 
     def __init__(self, ack_streams: bool = True, ack_gate: asyncio.Event | None = None,
                  ack_first: int | None = None) -> None:
@@ -194,7 +194,7 @@ async def test_put_get_del_roundtrip_and_missing_key_is_obj_not_found(rpc_dmd: D
         assert (await raw.call("del", params(["photo.jpg", {}], ["rawbucket"])))[0] is None
         err = (await raw.call("get", params(["photo.jpg", {}], ["rawbucket"])))[0]
         assert err["type"] == "ObjNotFound" and err["ObjNotFound"] is True
-        # deleting a missing key is not an error (§1.7)
+        # deleting a missing key is not an error (docs/protocol.md#calls)
         assert (await raw.call("del", params(["photo.jpg", {}], ["rawbucket"])))[0] is None
     finally:
         await raw.close()

@@ -1,4 +1,4 @@
-"""The metrics port of the current CloudServer (dmd-protocol.md §10.2) on real processes.
+"""The metrics port of the current CloudServer (docs/operations.md#health-and-metrics) on real processes.
 
 /metrics (Prometheus text: request counter and histogram by method/action/code, in-flight
 gauge, disk gauges from the dmd), /live and /ready (the shallow and deep health checks, 500

@@ -1,4 +1,4 @@
-"""The listing algorithms of gateway/listing (dmd-protocol §5) over an in-test sorted source.
+"""The listing algorithms of gateway/listing (docs/listing.md) over an in-test sorted source.
 
 The source below is test input: a sorted list served as an async generator that honours
 gt/gte/lt/lte in UTF-8 byte order (compared as bytes, independently of the code under test) and
@@ -75,7 +75,7 @@ def b(s: str) -> bytes:
     return s.encode()
 
 
-# ---------------------------------------------------------------- versioned layouts (dmd §4.3, §4.5)
+# ---------------------------------------------------------------- versioned layouts (docs/metadata-keys.md, docs/versioning.md)
 
 @dataclass
 class Obj:
@@ -230,7 +230,7 @@ def test_range_is_empty_detects_crossed_bounds():
     assert not range_is_empty({"gt": "a", "lt": "b"})
 
 
-# ---------------------------------------------------------------- Delimiter: ranges (§5.2)
+# ---------------------------------------------------------------- Delimiter: ranges (docs/listing.md#delimiter)
 
 def test_delimiter_range_with_prefix_is_prefix_to_inc_prefix():
     assert Delimiter(prefix="photos/").gen_params() == {"gte": "photos/", "lt": "photos0"}
@@ -367,7 +367,7 @@ async def test_keys_above_bmp_are_listed_in_utf8_byte_order():
     assert [c["key"] for c in res["Contents"]] == ["\ue000", "\uffff", "\U0001f600"]
 
 
-# ---------------------------------------------------------------- DelimiterMaster (§5.3)
+# ---------------------------------------------------------------- DelimiterMaster (docs/listing.md#delimitermaster)
 
 async def test_master_lists_current_versions_only():
     objects = {"a": Obj("versioned", [(vid(1), False), (vid(2), False)]), "b": Obj("plain")}
@@ -433,7 +433,7 @@ async def test_master_folder_with_only_deleted_objects_is_not_a_common_prefix():
     assert res["CommonPrefixes"] == ["e/"]
 
 
-# ---------------------------------------------------------------- DelimiterVersions (§5.4)
+# ---------------------------------------------------------------- DelimiterVersions (docs/listing.md#delimiterversions)
 
 def test_versions_range_with_key_marker_only_starts_after_all_its_versions():
     assert DelimiterVersions(key_marker="k").gen_params() == {"gte": "k\x01"}
@@ -484,7 +484,7 @@ async def test_versions_key_marker_does_not_hide_key_ending_in_0x01():
     assert [v["key"] for v in res["Versions"]] == ["a\x01"]
 
 
-# ---------------------------------------------------------------- MPU (§5.5)
+# ---------------------------------------------------------------- MPU (docs/listing.md#mpu)
 
 def upload_value(key: str, upload_id: str) -> str:
     return json.dumps({"key": key, "uploadId": upload_id, "initiator": {"ID": "c", "DisplayName": "d"},
@@ -837,7 +837,7 @@ engine_ops = st.lists(st.tuples(st.sampled_from(["vput", "dm", "sput", "sdm", "d
 
 
 async def apply_engine_ops(store: MetaStore, keys: list[str], ops: list[tuple[str, int, int]]) -> None:
-    """Runs the gateway's metadata calls (§4.6 table) on a few keys; a key is plain-only or versioned."""
+    """Runs the gateway's metadata calls (docs/versioning.md#null-versions table) on a few keys; a key is plain-only or versioned."""
     vids: dict[str, list[str]] = {}
     plain_keys = {key for i, key in enumerate(keys) if i % 3 == 2}
     for op, key_index, pick in ops:

@@ -1,4 +1,4 @@
-"""Version ids: §4.1 format and ordering, §4.2 external encodings with their test vectors."""
+"""Version ids: format and ordering, external encodings with their test vectors (docs/versioning.md)."""
 from __future__ import annotations
 
 import threading
@@ -8,7 +8,7 @@ import pytest
 from shared import versionid
 from shared.versionid import decode, encode, generate, get_inf_vid
 
-VID = "98299999999999999999RG001  "   # ts 1700000000000, seq 0, RG001 (dmd-protocol §4.2)
+VID = "98299999999999999999RG001  "   # ts 1700000000000, seq 0, RG001 (docs/versioning.md#external-encoding)
 
 
 def test_base62_test_vector():
