@@ -1,9 +1,9 @@
 """MetaStore: the one metadata versioning engine, over an OrderedKV.
 
 It owns, for both the dmd (RocksDB) and the in-memory backend:
-- the put/get/del semantics of the versioning options (dmd-protocol §4.4, classic §4.5):
+- the put/get/del semantics of the versioning options (docs/versioning.md#metadata-options, #engine-algorithms):
   master key `key`, version keys `key\\0<vid>`, placeholder-for-deletion (PHD) masters and their repair;
-- group commit (§2): every write is queued; one committer takes everything queued (up to
+- group commit (docs/durability.md#group-commit): every write is queued; one committer takes everything queued (up to
   `write_batch_max_ops` ops) as ONE synchronous batch, run in a worker thread, and answers each
   caller only once its batch is durable;
 - a write cache of queued-but-uncommitted values, so read-modify-write operations see every
@@ -42,10 +42,10 @@ T = TypeVar("T")
 
 UUID_FILENAME = "uuid"
 INITIAL_INSTANCE_ID_ENV = "INITIAL_INSTANCE_ID"
-DEFAULT_REPAIR_DELAY_S = 15.0          # §4.5: repair of a PHD master is scheduled 15000 ms after the delete
+DEFAULT_REPAIR_DELAY_S = 15.0          # repair of a PHD master is scheduled 15000 ms after the delete (docs/versioning.md#engine-algorithms)
 DEFAULT_WRITE_BATCH_MAX_OPS = 1_000
-PHD_LISTING_LIMIT = 3                  # A-cur lists 3 entries (master + 2 versions) to resolve a PHD
-VERSIONS_UPPER = b"\x01"               # key + \x01 bounds "the master and all versions of key" (§4.3)
+PHD_LISTING_LIMIT = 3                  # current Arsenal lists 3 entries (master + 2 versions) to resolve a PHD
+VERSIONS_UPPER = b"\x01"               # key + \x01 bounds "the master and all versions of key" (docs/metadata-keys.md#object-keys)
 VERSION_SEPARATOR = versionid.SEPARATOR.encode()
 # Read streams: first chunk small for latency, then larger to amortise the thread hops.
 STREAM_FIRST_CHUNK = 32
@@ -58,7 +58,7 @@ _log = get_logger("metastore")
 
 
 def _phd_value(vid: str) -> str:
-    # The literal format of the original, spaces included (§4.5).
+    # The literal format of the original, spaces included (docs/versioning.md#placeholders-and-repair).
     return f'{{ "isPHD": true, "versionId": "{vid}" }}'
 
 
@@ -67,7 +67,7 @@ def _version_reply(vid: str) -> str:
 
 
 def append_version_id(value: str, vid: str) -> str:
-    """Insert `"versionId":"<vid>"` before the final '}' of a JSON object string, without re-serialising it (§4.3)."""
+    """Insert `"versionId":"<vid>"` before the final '}' of a JSON object string, without re-serialising it (docs/versioning.md#version-fields-in-values)."""
     end = value.rfind("}")
     head = value[:end]
     field = '"versionId":' + json.dumps(vid, ensure_ascii=False)
@@ -166,7 +166,7 @@ class MetaStore:
                  repair_delay_s: float = DEFAULT_REPAIR_DELAY_S,
                  version_id_suffix: bool = True) -> None:
         """`version_id_suffix`: append the in-process counter to generated ids (S3_VERSION_ID_ENCODING_TYPE
-        unset or "hex", §4.1); without it ids are 27 chars and encode to base62."""
+        unset or "hex", docs/versioning.md#version-ids); without it ids are 27 chars and encode to base62."""
         if write_batch_max_ops < 1:
             raise ValueError("write_batch_max_ops must be >= 1")
         self._kv = kv
@@ -302,7 +302,7 @@ class MetaStore:
         await self._run(self._kv.close)
         log_event(_log, logging.INFO, "metastore closed", **self._stats)
 
-    # --- versioning algorithms (§4.5) -----------------------------------------------------------
+    # --- versioning algorithms (docs/versioning.md#engine-algorithms) ---------------------------
 
     async def _put_version(self, master: bytes, value: str, version: str) -> str:
         version_key = master + VERSION_SEPARATOR + encode_text(version, "versionId")
@@ -320,15 +320,54 @@ class MetaStore:
         version_key = master + VERSION_SEPARATOR + encode_text(version, "versionId")
         async with self._key_lock(master):
             current = await self._read_for_update(master)
+            # From here to the enqueue nothing awaits: the master read above, the version scan
+            # below and the batch describe one state of the key (see _has_other_versions).
             ops: list[Op] = [(version_key, None)]
             master_vid, master_is_phd = _version_fields(None if current is None else decode_text(current))
-            placed_phd = current is not None and (master_is_phd or master_vid == version)
-            if placed_phd:
-                ops.append((master, _phd_value(self._new_vid()).encode()))
+            placed_phd = False
+            if current is not None and (master_is_phd or master_vid == version):
+                if self._has_other_versions(master, version_key):
+                    ops.append((master, _phd_value(self._new_vid()).encode()))
+                    placed_phd = True
+                else:
+                    # The last version goes, and so does the master: a placeholder would resolve to
+                    # nothing anyway ("PHD only, no versions": del key, docs/versioning.md#placeholders-and-repair),
+                    # but until its repair it would keep the bucket from looking empty.
+                    ops.append((master, None))
+                    self._cancel_repair(master)
             await self._durable(self._enqueue(ops))
         if placed_phd:
             self._schedule_repair(master)
         return _version_reply(version)
+
+    def _has_other_versions(self, master: bytes, version_key: bytes) -> bool:
+        """Whether a version key of `master` other than `version_key` exists once every queued
+        write is committed: the store's keys, overlaid with the queued (write cache) values.
+
+        Synchronous on purpose, like a stream chunk: it runs between the caller's master read and
+        its enqueue with no other coroutine in between, so no write can slip past both. Version
+        keys are written under the key lock (held by the caller), or together with the master by
+        a `versioning` put, which the master read already sees."""
+        lower, upper = master + VERSION_SEPARATOR, master + VERSIONS_UPPER
+        for key, entry in self._pending.items():
+            if entry[0] is not None and lower <= key < upper and key != version_key:
+                return True
+        try:
+            it = self._kv.iterate(gte=lower, lt=upper)
+            try:
+                for key, _value in it:
+                    if key == version_key:
+                        continue
+                    entry = self._pending.get(key)
+                    if entry is None or entry[0] is not None:
+                        return True
+            finally:
+                it.close()  # type: ignore[attr-defined]
+        except MetadataError:
+            raise
+        except Exception as exc:
+            raise MetadataError("InternalError", 500, f"metadata store error: {exc}") from exc
+        return False
 
     async def _resolve_phd(self, master: bytes) -> str | None:
         """Resolve (and repair) a PHD master: the newest version's value, or None when no version is left.
@@ -382,6 +421,11 @@ class MetaStore:
             old.cancel()
         loop = asyncio.get_running_loop()
         self._repair_timers[master] = loop.call_later(self._repair_delay_s, self._start_repair, master)
+
+    def _cancel_repair(self, master: bytes) -> None:
+        handle = self._repair_timers.pop(master, None)
+        if handle is not None:
+            handle.cancel()
 
     def _start_repair(self, master: bytes) -> None:
         self._repair_timers.pop(master, None)
@@ -481,7 +525,7 @@ class MetaStore:
             raise
 
     async def _read_for_update(self, key: bytes) -> bytes | None:
-        """Read `key` as it will be once every queued write is committed (the write cache of §2)."""
+        """Read `key` as it will be once every queued write is committed (the write cache, docs/durability.md#group-commit)."""
         for _ in range(_RMW_READ_ATTEMPTS):
             entry = self._pending.get(key)
             if entry is not None:

@@ -1,5 +1,6 @@
 """The metadata engine over both stores: versioning options (reference "Metadata Versioning Options",
-dmd-protocol §4.4/§4.5), key space (§1.6), range reads, group commit (§2), RocksDB durability."""
+docs/versioning.md), key space (docs/metadata-keys.md), range reads, group commit
+(docs/durability.md#group-commit), RocksDB durability."""
 from __future__ import annotations
 
 import asyncio
@@ -109,7 +110,7 @@ async def test_versioning_put_creates_version_and_master_and_replies_version_id(
     stored = f'{{"a":1,"versionId":"{vid}"}}'
     assert await raw(store, "k") == stored
     assert await raw(store, version_key("k", vid)) == stored
-    assert len(vid) >= 28   # 27 + the dmd counter suffix (hex encoding, §4.1)
+    assert len(vid) >= 28   # 27 + the dmd counter suffix (hex encoding, docs/versioning.md#version-ids)
 
 
 def test_append_version_id_edits_the_json_string_in_place():
@@ -239,6 +240,55 @@ async def test_deleting_the_only_version_removes_the_master_on_get(store):
         await store.get(B, "k", None)
     expect_error(e, "ObjNotFound")
     assert await collect(store.read_stream(B, {})) == []
+
+
+async def test_deleting_the_last_version_removes_the_master_at_once(store):
+    """No placeholder is left for a key with no version behind it: nothing is left at all, without
+    waiting for a get or the repair timer (a leftover master made DeleteBucket answer BucketNotEmpty)."""
+    vid = (await make_versions(store, "k", 1))[0]
+    await store.delete(B, "k", {"versionId": vid})
+    assert await collect(store.raw_list_keys({})) == []
+
+
+async def test_deleting_the_last_version_behind_a_placeholder_removes_the_placeholder(store):
+    vids = await make_versions(store, "k", 3)
+    await store.delete(B, "k", {"versionId": vids[2]})
+    await store.delete(B, "k", {"versionId": vids[1]})
+    assert json.loads(await raw(store, "k"))["isPHD"] is True     # v0 is still behind it
+    await store.delete(B, "k", {"versionId": vids[0]})
+    assert await collect(store.raw_list_keys({})) == []
+    # A placeholder left with nothing behind it (its version key removed by a plain delete) goes
+    # with the next version delete on the key, even of an absent version.
+    older, newest = await make_versions(store, "j", 2)
+    await store.delete(B, "j", {"versionId": newest})
+    await store.delete(B, version_key("j", older), None)
+    assert json.loads(await raw(store, "j"))["isPHD"] is True
+    await store.delete(B, "j", {"versionId": versionid.generate("RG001")})
+    assert await collect(store.raw_list_keys({})) == []
+
+
+async def test_deleting_a_suspended_null_master_removes_it_or_leaves_a_placeholder_over_older_versions(store):
+    null_vid = vid_of(await store.put(B, "n", '{"s":1}', {"versionId": ""}))   # master only, no version key
+    await store.delete(B, "n", {"versionId": null_vid})
+    assert await raw(store, "n") is None
+    older = (await make_versions(store, "k", 1))[0]
+    null_vid = vid_of(await store.put(B, "k", '{"s":2}', {"versionId": ""}))
+    await store.delete(B, "k", {"versionId": null_vid})
+    assert json.loads(await raw(store, "k"))["isPHD"] is True
+    assert vid_of(await store.get(B, "k", None)) == older
+
+
+async def test_last_version_check_sees_versions_still_queued_for_commit(store):
+    """The master is the version deleted, and the only other version is still in the write queue:
+    the master must become a placeholder (resolving to it), not vanish."""
+    vid = versionid.generate("RG001")
+    results = await asyncio.gather(
+        store.put(B, "k", '{"x":1}', {"versioning": True}),                   # version X, queued
+        store.put(B, "k", json.dumps({"m": 1, "versionId": vid}), None),      # master = V, queued
+        store.delete(B, "k", {"versionId": vid}))
+    x = vid_of(results[0])
+    assert json.loads(await raw(store, "k"))["isPHD"] is True
+    assert vid_of(await store.get(B, "k", None)) == x
 
 
 async def test_delete_version_on_phd_master_places_a_new_phd(store):
@@ -608,7 +658,7 @@ async def _run_model(s: MetaStore, ops: list[tuple]) -> None:
             await s.delete(B, key, {"versionId": vid})
             m.versions.pop(vid, None)
             if m.master is _PHD or (m.master is not None and json.loads(m.master).get("versionId") == vid):
-                m.master = _PHD
+                m.master = _PHD if m.versions else None   # the last version takes its master along
         elif name == "vget":
             vid = m.pick(op[2])
             assert await get_or_none(key, {"versionId": vid}) == m.versions.get(vid)
@@ -627,6 +677,11 @@ async def _run_model(s: MetaStore, ops: list[tuple]) -> None:
     expected_versions = {version_key(k, v): val for k in _MODEL_KEYS for v, val in model[k].versions.items()}
     assert {k: v for k, v in stored.items() if "\x00" in k} == expected_versions
     for k in _MODEL_KEYS:
+        # A placeholder only ever stands in front of versions; no master is left without a reason.
+        if model[k].master is None:
+            assert stored.get(k) is None
+        elif model[k].master is _PHD:
+            assert json.loads(stored[k])["isPHD"] is True and model[k].versions
         assert await get_or_none(k, None) == model[k].expected_get()
 
 
