@@ -1,6 +1,6 @@
 """DeleteObjects (POST /bucket?delete): the multi-object delete.
 
-Owns the request document (`<Delete><Quiet/>?<Object><Key/><VersionId/>?</Object>...`),
+Owns the request document (`<Delete><Quiet/>?<Object><Key/><VersionId/>?<ETag/>?</Object>...`),
 its integrity requirement (AWS refuses the call without Content-MD5 or an
 x-amz-checksum-* value, and verifies whichever is given), and the result document.
 Each key is deleted exactly as DeleteObject would (`object_versions.delete_one`);
@@ -15,7 +15,7 @@ from lxml import etree
 from starlette.responses import Response
 
 from gateway import checksums
-from gateway.api.common import read_xml_body, xml_response
+from gateway.api.common import check_delete_conditions, find_object_md, read_xml_body, xml_response
 from gateway.api.object_versions import Deleted, delete_one
 from gateway.context import RequestContext
 from gateway.models import MAX_KEY_BYTES, BucketInfo
@@ -35,6 +35,7 @@ MISSING_INTEGRITY_MESSAGE = "Missing required header for this request: Content-M
 class DeleteTarget:
     key: str
     version_id: str | None
+    etag: str | None = None      # <ETag>: delete only if the current version has it (conditional delete)
 
 
 @dataclass
@@ -81,10 +82,12 @@ def parse_delete_request(body: bytes) -> tuple[bool, list[DeleteTarget]]:
     for obj in objects:
         keys = children(obj, "Key")
         versions = children(obj, "VersionId")
-        if len(keys) != 1 or len(versions) > 1:
+        etags = children(obj, "ETag")
+        if len(keys) != 1 or len(versions) > 1 or len(etags) > 1:
             raise S3Error("MalformedXML")
         version = (versions[0].text or "") if versions else None
-        targets.append(DeleteTarget(keys[0].text or "", version))
+        etag = (etags[0].text or "").strip() if etags else None
+        targets.append(DeleteTarget(keys[0].text or "", version, etag))
     return quiet, targets
 
 
@@ -95,6 +98,8 @@ async def _delete_target(ctx: RequestContext, bucket: BucketInfo, target: Delete
     if len(target.key.encode("utf-8", "surrogateescape")) > MAX_KEY_BYTES:
         return DeleteOutcome(target, error=S3Error("KeyTooLongError"))
     try:
+        if target.etag is not None:   # as DeleteObject's If-Match header: against the current version
+            check_delete_conditions(target.etag, await find_object_md(ctx, bucket.name, target.key), target.key)
         return DeleteOutcome(target, deleted=await delete_one(ctx, bucket, target.key, target.version_id))
     except S3Error as exc:
         return DeleteOutcome(target, error=exc)

@@ -227,6 +227,7 @@ def test_right_crc32_header_is_accepted(delete_url):
     b"<Delete><Quiet>maybe</Quiet><Object><Key>a</Key></Object></Delete>",
     b"",
     b'<!DOCTYPE d [<!ENTITY e "x">]><Delete><Object><Key>&e;</Key></Object></Delete>',
+    b"<Delete><Object><Key>a</Key><ETag>x</ETag><ETag>y</ETag></Object></Delete>",   # two conditions
 ])
 def test_invalid_delete_document_is_malformed_xml(delete_url, body):
     response = signed_post(delete_url, body, {"Content-MD5": md5_b64(body)})
@@ -240,6 +241,22 @@ def test_namespaced_document_with_quiet_false_is_verbose(s3, bucket, delete_url)
     response = signed_post(delete_url, body, {"Content-MD5": md5_b64(body)})
     assert response.status_code == 200
     assert etree.fromstring(response.content).find(f"{S3_NS}Deleted/{S3_NS}Key").text == "a&b"
+
+
+def test_object_etag_is_a_condition_quoted_or_not_and_its_error_names_the_key(s3, bucket, delete_url):
+    """AWS's conditional DeleteObjects: each <Object> may carry the <ETag> its current version must
+    have; a mismatch is that key's PreconditionFailed error (more in test_conditional_writes.py)."""
+    md5 = {k: s3.put_object(Bucket=bucket, Key=k, Body=k.encode())["ETag"].strip('"') for k in "abc"}
+    body = (f"<Delete><Object><Key>a</Key><ETag>{md5['a']}</ETag></Object>"
+            f"<Object><Key>b</Key><ETag>&quot;{md5['b']}&quot;</ETag></Object>"
+            f"<Object><Key>c</Key><ETag>&quot;{md5['a']}&quot;</ETag></Object></Delete>").encode()
+    response = signed_post(delete_url, body, {"Content-MD5": md5_b64(body)})
+    assert response.status_code == 200
+    doc = etree.fromstring(response.content)
+    assert [k.text for k in doc.iterfind(f"{S3_NS}Deleted/{S3_NS}Key")] == ["a", "b"]
+    assert [(e.findtext(f"{S3_NS}Key"), e.findtext(f"{S3_NS}Code")) for e in doc.iterfind(f"{S3_NS}Error")] \
+        == [("c", "PreconditionFailed")]
+    assert [c["Key"] for c in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["c"]
 
 
 # ---------------------------------------------------------------- differential vs moto
