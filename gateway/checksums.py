@@ -230,3 +230,18 @@ def full_object_crc(algorithm: str, parts: Iterable[tuple[bytes, int]]) -> str:
             raise ValueError(f"a {algorithm} part digest is {size} bytes, got {len(digest)}")
         total = combine_crc(algorithm, total, int.from_bytes(digest, "big"), length)
     return b64(total.to_bytes(size, "big"))
+
+
+def parse_multipart_value(algorithm: str, value: str) -> tuple[bytes, int | None] | None:
+    """A multipart object checksum as a client states it on CompleteMultipartUpload: `<base64>`
+    or, for a composite checksum, `<base64>-<number of parts>`. (raw digest, N or None), or None
+    if malformed. (The base64 alphabet has no '-', so the suffix is unambiguous.)"""
+    value = value.strip()
+    encoded, sep, count = value.partition("-")
+    parts: int | None = None
+    if sep:
+        if not count.isascii() or not count.isdigit() or len(count) > 5 or int(count) < 1:
+            return None
+        parts = int(count)
+    digest = decode_b64_digest(algorithm, encoded)
+    return None if digest is None else (digest, parts)

@@ -1,17 +1,21 @@
 """Multipart upload: CreateMultipartUpload, UploadPart, UploadPartCopy, CompleteMultipartUpload,
 AbortMultipartUpload, ListParts, ListMultipartUploads, and `part_range` for GET/HEAD ?partNumber=N.
 
-Upload state lives in the bucket's shadow sub-level `mpuShadowBucket<bucket>` (dmd-protocol §1.6,
-§7.3): one overview key `overview..|..<objectKey>..|..<uploadId>` per upload and one part key
+Upload state lives in the bucket's shadow sub-level `mpuShadowBucket<bucket>`
+(docs/metadata-keys.md#mpu-shadow-bucket): one overview key `overview..|..<objectKey>..|..<uploadId>` per upload and one part key
 `<uploadId>..|..<NNNNN>` per uploaded part. Part data is written once; Complete builds the object's
 location list from the chosen parts (no data copy).
 
-Data is never freed while something may still reference it (ARCHITECTURE.md, write order):
+Data is never freed while something may still reference it (docs/durability.md#multipart-uploads):
 - a re-uploaded part frees the data it replaced only after the new part metadata is committed, and
   not at all if a completion started meanwhile (that completion may use either);
 - Complete marks the overview `completeInProgress` before committing the object. A gateway killed
   after that leaves the overview behind; Abort, a retried Complete and a late UploadPart then free
   only data that no object version carrying this `uploadId` references. Failures leak, never lose.
+
+A Complete repeated once the upload is gone (an SDK retrying after a timeout) is recognised by the
+current object's `uploadId` (ObjectMD of multipart objects records it, as the original's does) and,
+if it lists the same parts, answered like the first one; otherwise NoSuchUpload.
 """
 from __future__ import annotations
 
@@ -31,7 +35,6 @@ from gateway.api.common import (
     check_write_conditions,
     delete_locations,
     find_object_md,
-    read_xml_body,
     user_metadata,
     xml_response,
 )
@@ -45,6 +48,8 @@ from gateway.api.parts import (
     parse_part_number,
     part_number_argument_error,
 )
+from gateway.api.tagging import tags_from_header
+from gateway.auth.payload import VerifiedBody
 from gateway.context import RequestContext
 from gateway.listing import MPU, inc, list_entries, overview_key
 from gateway.models import (
@@ -57,12 +62,12 @@ from gateway.models import (
 )
 from gateway.router import action
 from gateway.versioning import commit_version, external_version_id, refuse_version_id
-from gateway.xml import child_text, children, local, parse, root, sub
+from gateway.xml import MAX_XML_BYTES, child_text, children, local, parse, root, sub
 from shared.errors import S3Error
 
 MIN_PART_SIZE = 5 * 1024 * 1024                     # AWS: every part but the last >= 5 MiB
 MAX_PARTS_PAGE = 1000                               # ListParts max-parts cap and default
-PART_MODEL_VERSION = 3                              # md-model-version of a part value (§7.3)
+PART_MODEL_VERSION = 3                              # md-model-version of a part value (docs/metadata-keys.md#mpu-part)
 COMPLETE_IN_PROGRESS = "completeInProgress"         # overview flag set before the object commit
 CHECKSUM_TYPES = ("COMPOSITE", "FULL_OBJECT")
 VERSIONS_END = "\x01"                               # key..key\x01 spans a master and its version keys
@@ -93,11 +98,16 @@ def _no_such_upload(upload_id: str) -> S3Error:
     return S3Error("NoSuchUpload", UploadId=upload_id)
 
 
-async def _overview(ctx: RequestContext, bucket: BucketInfo, key: str, upload_id: str) -> dict[str, Any]:
-    """The upload's overview, or NoSuchUpload (also for ids we could never have issued)."""
+async def _find_overview(ctx: RequestContext, bucket: BucketInfo, key: str, upload_id: str) -> dict[str, Any] | None:
+    """The upload's overview, or None (also for ids we could never have issued)."""
     if not _UPLOAD_ID_RE.match(upload_id):
-        raise _no_such_upload(upload_id)
-    found = await ctx.find_metadata([shadow_bucket(bucket.name)], overview_key(key, upload_id))
+        return None
+    return await ctx.find_metadata([shadow_bucket(bucket.name)], overview_key(key, upload_id))
+
+
+async def _overview(ctx: RequestContext, bucket: BucketInfo, key: str, upload_id: str) -> dict[str, Any]:
+    """The upload's overview, or NoSuchUpload."""
+    found = await _find_overview(ctx, bucket, key, upload_id)
     if found is None:
         raise _no_such_upload(upload_id)
     return found
@@ -196,6 +206,7 @@ async def create_multipart_upload(ctx: RequestContext) -> Response:
     if storage_class not in VALID_STORAGE_CLASSES:
         raise S3Error("InvalidStorageClass", StorageClassRequested=storage_class)
     algorithm, checksum_type = _requested_checksum(ctx)
+    tags_from_header(ctx.headers.get("x-amz-tagging"))   # refused here as PutObject refuses it; applied on Complete
     upload_id = uuid.uuid4().hex
     location = object_location(bucket)
     owner = {"ID": ctx.account.canonical_id, "DisplayName": ctx.account.name}
@@ -356,6 +367,36 @@ async def upload_part_copy(ctx: RequestContext) -> Response:
 
 # ---------------------------------------------------------------- CompleteMultipartUpload
 
+class _CompleteBodyHeaders:
+    """The request's headers as the body verifier sees them on Complete: there an
+    x-amz-checksum-<algorithm> header states the checksum of the object being assembled,
+    not of the XML body (a body checksum can still come as a trailer)."""
+
+    def __init__(self, ctx: RequestContext):
+        self._source = ctx.auth_request
+
+    def header(self, name: str) -> str | None:
+        if checksums.algorithm_from_header(name) is not None:
+            return None
+        return self._source.header(name)
+
+
+async def _read_complete_body(ctx: RequestContext) -> bytes:
+    """The CompleteMultipartUpload document, verified like read_xml_body does, except for the
+    object checksum headers (see _CompleteBodyHeaders)."""
+    body = VerifiedBody(ctx.auth, _CompleteBodyHeaders(ctx), ctx.request.stream())
+    if body.expected_size is not None and body.expected_size > MAX_XML_BYTES:
+        raise S3Error("MalformedXML", "The XML you provided was too large")
+    pieces: list[bytes] = []
+    total = 0
+    async for piece in body:
+        total += len(piece)
+        if total > MAX_XML_BYTES:
+            raise S3Error("MalformedXML", "The XML you provided was too large")
+        pieces.append(piece)
+    return b"".join(pieces)
+
+
 def _parse_complete(body: bytes, algorithm: str | None) -> list[tuple[int, str, str | None]]:
     """(part number, ETag without quotes, checksum or None) of each listed part, in request order."""
     if not body.strip():
@@ -388,6 +429,11 @@ def _check_order(parts: list[tuple[int, str, str | None]]) -> None:
         previous = number
 
 
+def _part_checksum_missing(algorithm: str, number: int) -> S3Error:
+    return S3Error("InvalidRequest", f"The upload was created using a {algorithm.lower()} checksum. The complete "
+                   f"request must include the checksum for each part. It was missing for part {number} in the request.")
+
+
 def _choose_parts(requested: list[tuple[int, str, str | None]], stored: dict[int, dict[str, Any]],
                   overview: dict[str, Any], upload_id: str) -> list[tuple[int, dict[str, Any]]]:
     """The stored parts named by the request: existing, ETag- and checksum-matched, big enough."""
@@ -400,9 +446,7 @@ def _choose_parts(requested: list[tuple[int, str, str | None]], stored: dict[int
         if algorithm is not None:
             stored_checksum = (part.get("checksum") or {}).get("checksumValue")
             if checksum is None and checksum_type == "COMPOSITE":
-                raise S3Error("InvalidRequest", f"The upload was created using a {algorithm.lower()} checksum. "
-                              "The complete request must include the checksum for each part. It was missing for "
-                              f"part {number} in the request.")
+                raise _part_checksum_missing(algorithm, number)
             if checksum is not None and checksum != stored_checksum:
                 raise S3Error("InvalidPart", UploadId=upload_id, PartNumber=str(number), ETag=etag)
         size = int(part.get("content-length", 0))
@@ -432,17 +476,33 @@ def _object_checksum(overview: dict[str, Any], chosen: list[tuple[int, dict[str,
     return {"checksumAlgorithm": algorithm, "checksumValue": value, "checksumType": checksum_type}
 
 
+def _check_checksum_type(ctx: RequestContext, algorithm: str | None, checksum_type: str | None) -> None:
+    """x-amz-checksum-type on Complete, when given, must name the upload's checksum type."""
+    declared = ctx.headers.get("x-amz-checksum-type")
+    if declared is None or algorithm is None:
+        return
+    if declared.strip().upper() != checksum_type:
+        raise S3Error("InvalidRequest", f"The upload was created using the {checksum_type} checksum mode. "
+                      "The complete request must use the same checksum mode.")
+
+
 def _check_declared_checksum(ctx: RequestContext, checksum: dict[str, Any] | None) -> None:
-    """An x-amz-checksum-<alg> header on Complete must equal the object checksum we computed."""
+    """An x-amz-checksum-<alg> header on Complete must equal the object checksum we computed:
+    the full-object CRC as `<base64>`, a composite checksum as `<base64>-<N>` or `<base64>`."""
     for algorithm in checksums.ALGORITHMS:
-        declared = ctx.headers.get(checksums.header_name(algorithm))
+        name = checksums.header_name(algorithm)
+        declared = ctx.headers.get(name)
         if declared is None:
             continue
         if checksum is None or checksum["checksumAlgorithm"] != algorithm:
             raise S3Error("InvalidRequest", f"The upload was not created with a {algorithm.lower()} checksum.")
-        if declared.strip() != checksum["checksumValue"]:
-            raise S3Error("BadDigest", f"The {checksums.header_name(algorithm)} you specified did not match "
-                          "the calculated checksum.")
+        stated = checksums.parse_multipart_value(algorithm, declared)
+        composite = checksum.get("checksumType", "COMPOSITE") == "COMPOSITE"
+        if stated is None or (stated[1] is not None and not composite):
+            raise S3Error("InvalidRequest", f"Value for {name} header is invalid.")
+        ours = checksums.parse_multipart_value(algorithm, checksum["checksumValue"])
+        if ours is None or stated[0] != ours[0] or stated[1] not in (None, ours[1]):
+            raise S3Error("BadDigest", f"The {name} you specified did not match the calculated checksum.")
 
 
 def _object_md(ctx: RequestContext, bucket: BucketInfo, key: str, upload_id: str, overview: dict[str, Any],
@@ -465,6 +525,7 @@ def _object_md(ctx: RequestContext, bucket: BucketInfo, key: str, upload_id: str
                        or object_location(bucket), headers=headers, user_meta=meta)
     md["uploadId"] = upload_id
     md["originOp"] = "s3:ObjectCreated:CompleteMultipartUpload"
+    md["tags"] = tags_from_header(overview.get("x-amz-tagging") or None)
     checksum = _object_checksum(overview, chosen)
     if checksum is not None:
         md["checksum"] = checksum
@@ -504,12 +565,98 @@ def _complete_response(ctx: RequestContext, bucket: BucketInfo, key: str, md: di
     return xml_response(doc, headers=headers)
 
 
+def _completed_parts(md: dict[str, Any]) -> list[tuple[int, str, int]]:
+    """(part number, part ETag, size) of the non-empty parts a completed object is made of, in
+    order, from the "<partNumber>:<part ETag>" dataStoreETag of its locations."""
+    parts: list[tuple[int, str, int]] = []
+    for loc in md.get("location") or []:
+        number_text, _, etag = str(loc.get("dataStoreETag", "")).partition(":")
+        number = int(number_text) if number_text.isdigit() else -1
+        size = int(loc.get("size", 0))
+        if parts and parts[-1][:2] == (number, etag):
+            parts[-1] = (number, etag, parts[-1][2] + size)
+        else:
+            parts.append((number, etag, size))
+    return parts
+
+
+def _lists_parts_of(requested: list[tuple[int, str, str | None]], md: dict[str, Any]) -> bool:
+    """Whether a Complete's part list names the parts the completed object `md` was made of:
+    the same ETags in the same order (so the same multipart ETag), the same part numbers and,
+    where the request states part checksums, the same object checksum."""
+    try:
+        etags = b"".join(bytes.fromhex(etag) for _, etag, _ in requested)
+    except ValueError:
+        return False
+    if f"{hashlib.md5(etags).hexdigest()}-{len(requested)}" != md.get("content-md5"):
+        return False
+    stored = _completed_parts(md)
+    if [(n, e) for n, e, _ in stored] != [(n, e) for n, e, _ in requested if e != EMPTY_MD5]:
+        return False   # empty parts have no data location: only the others are on record
+    checksum = md.get("checksum")
+    stated = [c for _, _, c in requested]
+    if not checksum or not all(stated):
+        return True
+    algorithm = checksum["checksumAlgorithm"]
+    digests: list[bytes] = []
+    for value in stated:
+        digest = checksums.decode_b64_digest(algorithm, value or "")
+        if digest is None:
+            return False
+        digests.append(digest)
+    if checksum.get("checksumType") == "FULL_OBJECT":
+        sizes = {n: size for n, _, size in stored}
+        combined = checksums.full_object_crc(algorithm, [(d, sizes.get(n, 0))
+                                                         for d, (n, _, _) in zip(digests, requested)])
+    else:
+        combined = checksums.composite(algorithm, digests)
+    return combined == checksum["checksumValue"]
+
+
+def _check_repeated(ctx: RequestContext, requested: list[tuple[int, str, str | None]], md: dict[str, Any],
+                    upload_id: str) -> None:
+    """A Complete repeated after this upload completed into `md` must ask for what was done."""
+    checksum = md.get("checksum") or {}
+    algorithm, checksum_type = checksum.get("checksumAlgorithm"), checksum.get("checksumType")
+    if algorithm and checksum_type == "COMPOSITE":
+        for number, _, stated in requested:
+            if stated is None:
+                raise _part_checksum_missing(algorithm, number)
+    if not _lists_parts_of(requested, md):
+        raise S3Error("InvalidPart", UploadId=upload_id)
+    _check_declared_checksum(ctx, md.get("checksum"))
+
+
+async def _repeated_complete(ctx: RequestContext, bucket: BucketInfo, key: str, upload_id: str) -> Response:
+    """Complete of an upload that no longer exists. When the current object is what this upload
+    completed into (it records its `uploadId`) and the request lists the same parts, this is a
+    retry of a Complete that succeeded (an SDK retrying after a timeout): AWS answers it as the
+    first time. Otherwise (never existed, aborted, or since overwritten) NoSuchUpload."""
+    master = await find_object_md(ctx, bucket.name, key) if _UPLOAD_ID_RE.match(upload_id) else None
+    if (master is None or master.get("isDeleteMarker") or master.get("isPHD")
+            or master.get("uploadId") != upload_id):
+        raise _no_such_upload(upload_id)
+    checksum = master.get("checksum") or {}
+    _check_checksum_type(ctx, checksum.get("checksumAlgorithm"), checksum.get("checksumType"))
+    requested = _parse_complete(await _read_complete_body(ctx), checksum.get("checksumAlgorithm"))
+    _check_order(requested)
+    _check_repeated(ctx, requested, master, upload_id)
+    vid = external_version_id(master) if bucket.versioning_status is not None else None
+    return _complete_response(ctx, bucket, key, master, vid)
+
+
 @action("CompleteMultipartUpload")
 async def complete_multipart_upload(ctx: RequestContext) -> Response:
     refuse_version_id(ctx)
-    bucket, key, upload_id, overview = await _upload_target(ctx)
-    algorithm, _ = _upload_checksum(overview)
-    requested = _parse_complete(await read_xml_body(ctx), algorithm)
+    bucket = await ctx.authorized_bucket()
+    key = ctx.key or ""
+    upload_id = ctx.query.get("uploadId", "")
+    overview = await _find_overview(ctx, bucket, key, upload_id)
+    if overview is None:
+        return await _repeated_complete(ctx, bucket, key, upload_id)
+    algorithm, checksum_type = _upload_checksum(overview)
+    _check_checksum_type(ctx, algorithm, checksum_type)
+    requested = _parse_complete(await _read_complete_body(ctx), algorithm)
     stored_list = await _stored_parts(ctx, bucket, upload_id)
     shadow = [shadow_bucket(bucket.name)]
 
@@ -521,6 +668,8 @@ async def complete_multipart_upload(ctx: RequestContext) -> Response:
             done = completed[0]
             keep = {loc["key"] for loc in done.get("location") or []}
             await _cleanup(ctx, bucket, key, upload_id, stored_list, keep)
+            _check_order(requested)
+            _check_repeated(ctx, requested, done, upload_id)
             vid = external_version_id(done) if bucket.versioning_status is not None else None
             return _complete_response(ctx, bucket, key, done, vid)
 

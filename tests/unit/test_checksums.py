@@ -138,3 +138,24 @@ def test_full_object_crc_of_parts_equals_crc_of_whole_object() -> None:
         assert full_object_crc(algorithm, digests) == checksum_b64(algorithm, b"".join(parts))
     with pytest.raises(ValueError):
         full_object_crc("SHA256", [])
+
+
+def test_parse_multipart_value_takes_both_forms_and_rejects_malformed_values() -> None:
+    digest = hashlib.sha256(b"x").digest()
+    value = b64(digest)
+    assert checksums.parse_multipart_value("SHA256", value) == (digest, None)
+    assert checksums.parse_multipart_value("SHA256", f" {value}-3 ") == (digest, 3)
+    for bad in (f"{value}-", f"{value}-0", f"{value}-x", f"{value}-1-2", f"{value}--1", "AAAA-1", "", "-3"):
+        assert checksums.parse_multipart_value("SHA256", bad) is None, bad
+    assert checksums.parse_multipart_value("CRC32", "WgDhBQ==") == (bytes.fromhex("5a00e105"), None)
+
+
+def test_full_object_crc_of_the_abc_parts_is_zlibs_crc_of_the_whole() -> None:
+    # Three 5 MiB parts of b"A", b"B", b"C": the FULL_OBJECT value a client computes over the whole object.
+    part = 5 * 1024 * 1024
+    parts = [bytes([c]) * part for c in b"ABC"]
+    crc32_whole = zlib.crc32(b"".join(parts)).to_bytes(4, "big")
+    assert b64(crc32_whole) == "WgDhBQ=="
+    for algorithm, expected in (("CRC32", "WgDhBQ=="), ("CRC32C", "xU+Krw=="), ("CRC64NVME", "i+6LR0y3eFo=")):
+        digests = [(base64.b64decode(checksum_b64(algorithm, p)), part) for p in parts]
+        assert full_object_crc(algorithm, digests) == expected, algorithm
