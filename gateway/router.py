@@ -20,7 +20,7 @@ Access = Literal["read", "write", "owner"]
 _UNSUPPORTED_SUBRESOURCES = ("accelerate", "analytics", "inventory", "logging", "metrics",
                              "policyStatus", "publicAccessBlock", "requestPayment", "torrent",
                              "intelligent-tiering", "ownershipControls", "select", "restore",
-                             "attributes", "object-lock", "legal-hold", "retention", "notification",
+                             "object-lock", "legal-hold", "retention", "notification",
                              "replication", "session")
 
 
@@ -79,6 +79,7 @@ ROUTES: tuple[Route, ...] = (
     _r("GET", "object", "GetObjectAcl", "read", "acl"),
     _r("GET", "object", "GetObjectTagging", "read", "tagging"),
     _r("GET", "object", "ListParts", "read", "uploadId"),
+    _r("GET", "object", "GetObjectAttributes", "read", "attributes"),
     _r("GET", "object", "GetObject", "read"),
     _r("HEAD", "object", "HeadObject", "read"),
     _r("PUT", "object", "UploadPartCopy", "write", "partNumber", "x-amz-copy-source"),
@@ -125,6 +126,11 @@ def resolve(method: str, target: Target, query: Mapping[str, str], headers: Mapp
     for sub in _UNSUPPORTED_SUBRESOURCES:
         if sub in query:
             raise S3Error("NotImplemented", f"The {sub} sub-resource is not implemented")
+    if "attributes" in query and not (method == "GET" and target == "object"):
+        # Only GetObjectAttributes has it: never let another action take it for an argument.
+        if target == "object":
+            raise S3Error("MethodNotAllowed")
+        raise S3Error("NotImplemented", "The attributes sub-resource is not implemented")
     if target != "object" and ("partNumber" in query or "uploadId" in query) and method != "GET":
         raise S3Error("InvalidRequest", "A key must be specified")
     for route in ROUTES:

@@ -1,3 +1,13 @@
 """One module per API family; importing this package registers every handler."""
-from gateway.api import (bucket, copy, delete, listing, multipart, object, object_versions, post_object,  # noqa: F401
-                         tagging)
+from gateway.api import (  # noqa: F401
+    attributes,
+    bucket,
+    copy,
+    delete,
+    listing,
+    multipart,
+    object,
+    object_versions,
+    post_object,
+    tagging,
+)

@@ -29,6 +29,7 @@ from gateway.api.common import (
 )
 from gateway.api.object import object_location
 from gateway.api.object_versions import get_version_md, resolve_version_options
+from gateway.api.tagging import tagging_directive, tags_from_header
 from gateway.context import RequestContext
 from gateway.models import EMPTY_MD5, BucketInfo, new_object_md
 from gateway.router import action
@@ -200,6 +201,9 @@ async def copy_object(ctx: RequestContext) -> Response:
     dest = await ctx.authorized_bucket()
     key = ctx.key or ""
     directive = _directive(ctx)
+    tag_directive = tagging_directive(ctx)
+    # Refused before any data moves; with COPY the header is ignored, as on AWS.
+    replaced_tags = tags_from_header(ctx.headers.get("x-amz-tagging")) if tag_directive == "REPLACE" else None
     src = await read_copy_source(ctx)
     if (src.bucket.name == dest.name and src.source.key == key and src.source.version_id is None
             and directive == "COPY" and not any(h in ctx.headers for h in _SELF_COPY_CHANGES)):
@@ -211,6 +215,7 @@ async def copy_object(ctx: RequestContext) -> Response:
                        location=copied.locations, data_store_name=object_location(dest), headers=headers,
                        user_meta=meta)
     md["originOp"] = "s3:ObjectCreated:Copy"
+    md["tags"] = replaced_tags if replaced_tags is not None else dict(src.md.get("tags") or {})
     if copied.checksum is not None:
         md["checksum"] = {"checksumAlgorithm": copied.checksum[0], "checksumValue": copied.checksum[1],
                           "checksumType": "FULL_OBJECT"}

@@ -1,4 +1,5 @@
-"""Object tagging (Put/Get/DeleteObjectTagging) and the x-amz-tagging header.
+"""Object tagging (Put/Get/DeleteObjectTagging), bucket tagging (Put/Get/DeleteBucketTagging),
+the x-amz-tagging header and CopyObject's x-amz-tagging-directive.
 
 Tag writes update the addressed version in place through the engine's
 `versionId` put, the reference's way of changing one version's metadata.
@@ -6,6 +7,7 @@ Tag writes update the addressed version in place through the engine's
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -14,26 +16,44 @@ from starlette.responses import Response
 from gateway.api.common import get_object_md, read_xml_body, xml_response
 from gateway.api.object_versions import get_version_md, resolve_version_options
 from gateway.context import RequestContext
-from gateway.models import BucketInfo
+from gateway.models import METASTORE, BucketInfo
 from gateway.router import action
 from gateway.versioning import external_version_id
-from gateway.xml import child_text, children, local, parse, root, sub
+from gateway.xml import children, local, parse, root, sub
 from shared.errors import S3Error
 
-MAX_TAGS = 10
-MAX_TAG_KEY = 128
+MAX_TAGS = 10                 # per object (AWS: "Object tags cannot be greater than 10")
+MAX_BUCKET_TAGS = 50          # per bucket
+MAX_TAG_KEY = 128             # characters, counted as AWS does: UTF-16 code units
 MAX_TAG_VALUE = 256
+SYSTEM_PREFIX = "aws:"        # reserved for AWS-generated tags
+TAGGING_DIRECTIVE_HEADER = "x-amz-tagging-directive"
+TAGGING_DIRECTIVES = ("COPY", "REPLACE")
+_HEADER_MESSAGE = ("The header 'x-amz-tagging' shall be encoded as UTF-8 then URLEncoded URL query parameters "
+                   "without tag name duplicates.")
+
+
+def _utf16_length(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _check_tag(key: str, value: str) -> None:
+    if not key or _utf16_length(key) > MAX_TAG_KEY:
+        raise S3Error("InvalidTag", "The TagKey you have provided is invalid")
+    if _utf16_length(value) > MAX_TAG_VALUE:
+        raise S3Error("InvalidTag", "The TagValue you have provided is invalid")
 
 
 def validate_tags(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    """An object's tag set: at most 10 tags (else BadRequest, as AWS), keys of 1..128 and
+    values of 0..256 characters, no `aws:` key, no key twice (else InvalidTag)."""
     if len(pairs) > MAX_TAGS:
-        raise S3Error("InvalidTag", "Object tags cannot be greater than 10")
+        raise S3Error("BadRequest", f"Object tags cannot be greater than {MAX_TAGS}")
     tags: dict[str, str] = {}
     for key, value in pairs:
-        if not key or len(key) > MAX_TAG_KEY:
-            raise S3Error("InvalidTag", "The TagKey you have provided is invalid")
-        if len(value) > MAX_TAG_VALUE:
-            raise S3Error("InvalidTag", "The TagValue you have provided is invalid")
+        _check_tag(key, value)
+        if key.startswith(SYSTEM_PREFIX):
+            raise S3Error("InvalidTag", "Your TagKey cannot be prefixed with aws:")
         if key in tags:
             raise S3Error("InvalidTag", "Cannot provide multiple Tags with the same key")
         tags[key] = value
@@ -41,10 +61,69 @@ def validate_tags(pairs: list[tuple[str, str]]) -> dict[str, str]:
 
 
 def tags_from_header(value: str | None) -> dict[str, str]:
-    """The x-amz-tagging request header: a URL-encoded query string."""
+    """The x-amz-tagging request header (PutObject, CopyObject, CreateMultipartUpload): a
+    URL-encoded query string, "k1=v1&k2=v2" ("k" alone is k with the empty value).
+    A pair with several "=" or an empty key, and a key given twice, are InvalidArgument."""
     if not value:
         return {}
-    return validate_tags(parse_qsl(value, keep_blank_values=True))
+    pairs: list[tuple[str, str]] = []
+    for pair in value.split("&"):
+        if not pair:
+            continue
+        if pair.count("=") > 1:
+            raise _header_error(value)
+        parsed = parse_qsl(pair, keep_blank_values=True)
+        if len(parsed) != 1 or not parsed[0][0]:
+            raise _header_error(value)
+        pairs.append(parsed[0])
+    if len({key for key, _ in pairs}) != len(pairs):
+        raise _header_error(value)
+    return validate_tags(pairs)
+
+
+def _header_error(value: str) -> S3Error:
+    return S3Error("InvalidArgument", _HEADER_MESSAGE, ArgumentName="x-amz-tagging", ArgumentValue=value)
+
+
+def tagging_directive(ctx: RequestContext) -> str:
+    """CopyObject's x-amz-tagging-directive: COPY (the default) or REPLACE."""
+    value = ctx.headers.get(TAGGING_DIRECTIVE_HEADER, "COPY")
+    if value not in TAGGING_DIRECTIVES:
+        raise S3Error("InvalidArgument", "Unknown tagging directive.", ArgumentName=TAGGING_DIRECTIVE_HEADER,
+                      ArgumentValue=value)
+    return value
+
+
+def parse_tagging_document(body: bytes) -> list[tuple[str, str]]:
+    """(key, value) of each Tag of a <Tagging><TagSet>...</TagSet></Tagging> request document,
+    in document order; MalformedXML unless it is exactly that shape."""
+    if not body.strip():
+        raise S3Error("MalformedXML")
+    doc = parse(body)
+    if local(doc.tag) != "Tagging":
+        raise S3Error("MalformedXML")
+    tag_sets = children(doc, "TagSet")
+    if len(tag_sets) != 1 or len(doc) != 1:
+        raise S3Error("MalformedXML")
+    pairs = []
+    for tag in tag_sets[0]:
+        if local(tag.tag) != "Tag":
+            raise S3Error("MalformedXML")
+        keys, values = children(tag, "Key"), children(tag, "Value")
+        if len(keys) != 1 or len(values) != 1 or len(tag) != 2:
+            raise S3Error("MalformedXML")
+        pairs.append((keys[0].text or "", values[0].text or ""))
+    return pairs
+
+
+def tagging_response(pairs: Iterable[tuple[str, str]], headers: dict[str, str] | None = None) -> Response:
+    doc = root("Tagging")
+    tag_set = sub(doc, "TagSet")
+    for key, value in pairs:
+        tag = sub(tag_set, "Tag")
+        sub(tag, "Key", key)
+        sub(tag, "Value", value)
+    return xml_response(doc, headers=headers)
 
 
 async def _target(ctx: RequestContext, writing: bool = False) -> tuple[BucketInfo, dict[str, Any]]:
@@ -75,19 +154,7 @@ def _headers(bucket: BucketInfo, md: dict[str, Any]) -> dict[str, str]:
 
 @action("PutObjectTagging")
 async def put_object_tagging(ctx: RequestContext) -> Response:
-    doc = parse(await read_xml_body(ctx))
-    if local(doc.tag) != "Tagging":
-        raise S3Error("MalformedXML")
-    tag_sets = children(doc, "TagSet")
-    if len(tag_sets) != 1:
-        raise S3Error("MalformedXML")
-    pairs = []
-    for tag in children(tag_sets[0], "Tag"):
-        key, value = child_text(tag, "Key"), child_text(tag, "Value")
-        if key is None or value is None:
-            raise S3Error("MalformedXML")
-        pairs.append((key, value))
-    tags = validate_tags(pairs)
+    tags = validate_tags(parse_tagging_document(await read_xml_body(ctx)))
     bucket, md = await _target(ctx, writing=True)
     md["tags"] = tags
     await rewrite_version(ctx, bucket, md)
@@ -97,13 +164,7 @@ async def put_object_tagging(ctx: RequestContext) -> Response:
 @action("GetObjectTagging")
 async def get_object_tagging(ctx: RequestContext) -> Response:
     bucket, md = await _target(ctx)
-    doc = root("Tagging")
-    tag_set = sub(doc, "TagSet")
-    for key, value in (md.get("tags") or {}).items():
-        tag = sub(tag_set, "Tag")
-        sub(tag, "Key", key)
-        sub(tag, "Value", value)
-    return xml_response(doc, headers=_headers(bucket, md))
+    return tagging_response((md.get("tags") or {}).items(), headers=_headers(bucket, md))
 
 
 @action("DeleteObjectTagging")
@@ -113,3 +174,59 @@ async def delete_object_tagging(ctx: RequestContext) -> Response:
         md["tags"] = {}
         await rewrite_version(ctx, bucket, md)
     return Response(status_code=204, headers=_headers(bucket, md))
+
+
+# ---------------------------------------------------------------- bucket tagging
+
+def validate_bucket_tags(pairs: list[tuple[str, str]]) -> list[dict[str, str]]:
+    """A bucket's tag set as stored in its attributes (`tags`, the original's BucketInfo shape:
+    [{"Value": v, "Key": k}, ...] in request order): at most 50 tags, keys of 1..128 and
+    values of 0..256 characters, no `aws:` key, no key twice; else InvalidTag."""
+    if len(pairs) > MAX_BUCKET_TAGS:
+        raise S3Error("InvalidTag", f"Bucket tag count cannot be greater than {MAX_BUCKET_TAGS}")
+    seen: set[str] = set()
+    for key, value in pairs:
+        _check_tag(key, value)
+        if key.startswith(SYSTEM_PREFIX):
+            raise S3Error("InvalidTag", "System tags cannot be added/updated by requester")
+        if key in seen:
+            raise S3Error("InvalidTag", "Cannot provide multiple Tags with the same key")
+        seen.add(key)
+    return [{"Value": value, "Key": key} for key, value in pairs]
+
+
+def _stored_bucket_tags(bucket: BucketInfo) -> list[tuple[str, str]]:
+    tags = bucket.raw.get("tags") or []
+    if isinstance(tags, dict):   # tolerate the object form {key: value}
+        return list(tags.items())
+    return [(str(t.get("Key", "")), str(t.get("Value", ""))) for t in tags if isinstance(t, dict)]
+
+
+async def _store_bucket_tags(ctx: RequestContext, bucket: BucketInfo, tags: list[dict[str, str]]) -> None:
+    bucket.raw["tags"] = tags
+    await ctx.services.metadata.put([METASTORE], bucket.name, bucket.serialize(), {})
+
+
+@action("PutBucketTagging")
+async def put_bucket_tagging(ctx: RequestContext) -> Response:
+    bucket = await ctx.authorized_bucket()
+    tags = validate_bucket_tags(parse_tagging_document(await read_xml_body(ctx)))
+    await _store_bucket_tags(ctx, bucket, tags)
+    return Response(status_code=204)
+
+
+@action("GetBucketTagging")
+async def get_bucket_tagging(ctx: RequestContext) -> Response:
+    bucket = await ctx.authorized_bucket()
+    pairs = _stored_bucket_tags(bucket)
+    if not pairs:
+        raise S3Error("NoSuchTagSet", BucketName=bucket.name)
+    return tagging_response(pairs)
+
+
+@action("DeleteBucketTagging")
+async def delete_bucket_tagging(ctx: RequestContext) -> Response:
+    bucket = await ctx.authorized_bucket()
+    if bucket.raw.get("tags"):
+        await _store_bucket_tags(ctx, bucket, [])
+    return Response(status_code=204)

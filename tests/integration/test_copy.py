@@ -244,3 +244,66 @@ def test_copy_error_codes_match_moto(s3, bucket):
                     "if-match fails": "PreconditionFailed", "if-none-match fails": "PreconditionFailed",
                     "bad version": "InvalidArgument"}
     assert theirs == {**ours, **MOTO_COPY_DIFFERS}
+
+
+# ---------------------------------------------------------------- tags: x-amz-tagging-directive
+
+def _copy_tag_scenarios(s3, bucket: str) -> dict[str, object]:
+    s3.put_object(Bucket=bucket, Key="src", Body=b"data", Tagging="a=1&b=2")
+
+    def tags(key: str) -> dict[str, str]:
+        return {t["Key"]: t["Value"] for t in s3.get_object_tagging(Bucket=bucket, Key=key)["TagSet"]}
+    s3.copy_object(Bucket=bucket, Key="default", CopySource=f"{bucket}/src")
+    s3.copy_object(Bucket=bucket, Key="copy", CopySource=f"{bucket}/src", TaggingDirective="COPY")
+    s3.copy_object(Bucket=bucket, Key="copy-ignores-header", CopySource=f"{bucket}/src", TaggingDirective="COPY",
+                   Tagging="x=9")
+    s3.copy_object(Bucket=bucket, Key="replace", CopySource=f"{bucket}/src", TaggingDirective="REPLACE",
+                   Tagging="c=3")
+    s3.copy_object(Bucket=bucket, Key="replace-empty", CopySource=f"{bucket}/src", TaggingDirective="REPLACE")
+    return {
+        "default": tags("default"), "copy": tags("copy"), "copy-ignores-header": tags("copy-ignores-header"),
+        "replace": tags("replace"), "replace-empty": tags("replace-empty"),
+        "count": s3.head_object(Bucket=bucket, Key="default").get("TagCount"),
+    }
+
+
+def test_tagging_directive_copy_keeps_source_tags_and_replace_takes_the_header(s3, bucket):
+    ours = _copy_tag_scenarios(s3, bucket)
+    assert ours == {"default": {"a": "1", "b": "2"}, "copy": {"a": "1", "b": "2"},
+                    "copy-ignores-header": {"a": "1", "b": "2"}, "replace": {"c": "3"}, "replace-empty": {},
+                    "count": 2}
+    assert against_moto(_copy_tag_scenarios) == ours
+
+
+def test_unknown_tagging_directive_is_invalid_argument(gateway, s3, bucket):
+    s3.put_object(Bucket=bucket, Key="src", Body=b"x")
+    r = signed(f"{gateway.url}/{bucket}/dst", "PUT",
+               headers={"x-amz-copy-source": f"{bucket}/src", "x-amz-tagging-directive": "MERGE"})
+    assert r.status_code == 400 and b"<Code>InvalidArgument</Code>" in r.content
+    assert b"<ArgumentName>x-amz-tagging-directive</ArgumentName>" in r.content
+    with pytest.raises(ClientError) as exc:
+        s3.head_object(Bucket=bucket, Key="dst")
+    assert status(exc.value) == 404
+
+
+def test_replaced_tags_are_validated_before_any_copy(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="src", Body=b"x")
+    with pytest.raises(ClientError) as exc:
+        s3.copy_object(Bucket=bucket, Key="dst", CopySource=f"{bucket}/src", TaggingDirective="REPLACE",
+                       Tagging="&".join(f"k{i}=v" for i in range(11)))
+    assert (status(exc.value), error_code(exc.value)) == (400, "BadRequest")
+    with pytest.raises(ClientError) as exc:
+        s3.copy_object(Bucket=bucket, Key="dst", CopySource=f"{bucket}/src", TaggingDirective="REPLACE",
+                       Tagging="k=" + "v" * 257)
+    assert error_code(exc.value) == "InvalidTag"
+    with pytest.raises(ClientError) as exc:
+        s3.head_object(Bucket=bucket, Key="dst")
+    assert status(exc.value) == 404
+
+
+def test_copy_of_a_tagged_version_keeps_that_versions_tags(s3, bucket):
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    v1 = s3.put_object(Bucket=bucket, Key="src", Body=b"one", Tagging="v=1")["VersionId"]
+    s3.put_object(Bucket=bucket, Key="src", Body=b"two", Tagging="v=2")
+    s3.copy_object(Bucket=bucket, Key="dst", CopySource={"Bucket": bucket, "Key": "src", "VersionId": v1})
+    assert s3.get_object_tagging(Bucket=bucket, Key="dst")["TagSet"] == [{"Key": "v", "Value": "1"}]
