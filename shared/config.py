@@ -58,6 +58,9 @@ class Location:
     object_id: str
     legacy_aws_behavior: bool
     details: dict[str, Any] = field(default_factory=dict)
+    # Other names a client may send as CreateBucket's LocationConstraint for this location
+    # (ours: e.g. rclone's "other-v2-signature" region); buckets store the location's name.
+    aliases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,15 @@ class Config:
     config_file: str = ""
     location_file: str = ""
     auth_file: str = ""
+
+    def resolve_location(self, name: str) -> str | None:
+        """The location a LocationConstraint names, directly or through an alias; None if neither."""
+        if name in self.locations:
+            return name
+        for location in self.locations.values():
+            if name in location.aliases:
+                return location.name
+        return None
 
     def account_for_access_key(self, access_key: str) -> tuple[Account, str] | None:
         """(account, secret) for an access key, or None."""
@@ -198,9 +210,22 @@ def _parse_locations(path: Path, data: Any) -> dict[str, Location]:
         if "legacyAwsBehavior" in raw and not isinstance(raw["legacyAwsBehavior"], bool):
             raise ConfigError(f"{path}: field '{name}.legacyAwsBehavior' must be a boolean")
         details = r.get("details", dict, {}, "an object")
-        locations[name] = Location(name, loc_type, object_id, bool(raw.get("legacyAwsBehavior", False)), details)
+        aliases = r.get("aliases", list, [], "a list of non-empty strings")
+        if not all(isinstance(a, str) and a for a in aliases):
+            raise ConfigError(f"{path}: field '{name}.aliases' must be a list of non-empty strings")
+        locations[name] = Location(name, loc_type, object_id, bool(raw.get("legacyAwsBehavior", False)), details,
+                                   tuple(aliases))
     if "us-east-1" not in locations:
         raise ConfigError(f"{path}: a location named 'us-east-1' is mandatory")
+    owner_of: dict[str, str] = {}
+    for loc in locations.values():
+        for alias in loc.aliases:
+            if alias in locations:
+                raise ConfigError(f"{path}: field '{loc.name}.aliases' names '{alias}', which is a location")
+            if alias in owner_of:
+                raise ConfigError(f"{path}: field '{loc.name}.aliases' names '{alias}', "
+                                  f"already an alias of '{owner_of[alias]}'")
+            owner_of[alias] = loc.name
     return locations
 
 

