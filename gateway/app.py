@@ -101,6 +101,7 @@ async def s3_endpoint(request: Request) -> Response:
     raw_path = raw_path.split("?", 1)[0]
     method = request.method
     bucket = key = None
+    ctx: RequestContext | None = None
     response: Response
     try:
         try:
@@ -121,9 +122,8 @@ async def s3_endpoint(request: Request) -> Response:
         auth_req = AuthRequest.from_scope(scope, host_bucket=bucket if virtual_hosted else None)
         auth = authenticate(auth_req, config)
         if auth.account is None and route.action != "PostObject":
-            # Anonymous access is denied (no public ACLs yet); a browser form POST
-            # carries its signature in the form, which PostObject checks itself.
-            raise S3Error("AccessDenied")
+            # A browser form POST carries its signature in the form, which PostObject checks itself.
+            await _deny_anonymous(services, bucket, route.action)
         ctx = RequestContext(request, services, request_id, route, bucket, key, query, headers, auth, auth_req,
                              auth.account)
         handler = handler_for(route.action)
@@ -140,11 +140,27 @@ async def s3_endpoint(request: Request) -> Response:
     response.headers.setdefault("x-amz-request-id", request_id)
     response.headers.setdefault("x-amz-id-2", request_id)
     response.headers.setdefault("server", "pys3")
-    status = response.status_code
-    log_event(log, logging.INFO, "request", requestId=request_id, method=method, bucket=bucket, key=key,
-              status=status, bytes=response.headers.get("content-length"),
-              elapsedMs=round((time.monotonic() - started) * 1000, 2))
+    fields: dict[str, object] = {
+        "requestId": request_id, "method": method, "bucket": bucket, "key": key, "status": response.status_code,
+        "bytes": response.headers.get("content-length"), "elapsedMs": round((time.monotonic() - started) * 1000, 2)}
+    if ctx is not None and ctx.extra_log:
+        fields.update(request_fields(ctx.extra_log, fields))
+    log_event(log, logging.INFO, "request", **fields)
     return response
+
+
+def request_fields(extra: dict[str, object], base: dict[str, object]) -> dict[str, object]:
+    """The fields a handler recorded in ctx.extra_log, for the request's log line. A name that
+    the line already has (requestId, status, ...) is kept under "extra.<name>", never dropped."""
+    return {(f"extra.{name}" if name in base else name): value for name, value in extra.items()}
+
+
+async def _deny_anonymous(services: Services, bucket: str | None, action: str) -> None:
+    """Anonymous requests are denied (no public ACLs yet), but, as AWS, one on a bucket that does not
+    exist learns that first: NoSuchBucket. One metadata lookup, for anonymous requests only."""
+    if bucket is not None and action != "CreateBucket" and await services.find_bucket(bucket) is None:
+        raise S3Error("NoSuchBucket", BucketName=bucket)
+    raise S3Error("AccessDenied")
 
 
 def status_is_error(response: Response) -> bool:
@@ -174,7 +190,7 @@ def _allowed(client: str | None, allow_from: tuple[str, ...]) -> bool:
 
 
 async def healthcheck(request: Request) -> Response:
-    """/_/healthcheck (shallow) and /_/healthcheck/deep, as the C-2021 gateway."""
+    """/_/healthcheck (shallow) and /_/healthcheck/deep, as the CloudServer 2021 gateway (docs/operations.md#health-and-metrics)."""
     return await health_response(request.app.state.services, request.client.host if request.client else None,
                                  deep=request.url.path.endswith("/deep"))
 

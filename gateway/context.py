@@ -44,6 +44,17 @@ class Services:
             backend = self.data_backends[location] = make_data_backend(self.config, loc)
         return backend
 
+    async def find_bucket(self, name: str) -> BucketInfo | None:
+        """The bucket's attributes, or None if there is no such bucket (or only a deleted one)."""
+        try:
+            doc = jsoncodec.loads(await self.metadata.get([METASTORE], name, {}))
+        except MetadataError as exc:
+            if exc.type == "ObjNotFound":
+                return None
+            raise
+        info = BucketInfo.from_doc(doc)
+        return None if info.raw.get("deleted") else info
+
     async def setup(self) -> None:
         """Connect and (re)write the users..bucket attributes, as the original's
         start-up; a failed step is retried every 2 s (the dmd may start later)."""
@@ -96,11 +107,8 @@ class RequestContext:
         """The bucket's attributes, or NoSuchBucket."""
         name = name or self.bucket
         assert name is not None
-        doc = await self.find_metadata([METASTORE], name)
-        if doc is None:
-            raise S3Error("NoSuchBucket", BucketName=name)
-        info = BucketInfo.from_doc(doc)
-        if info.raw.get("deleted"):
+        info = await self.services.find_bucket(name)
+        if info is None:
             raise S3Error("NoSuchBucket", BucketName=name)
         return info
 

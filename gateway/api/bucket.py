@@ -1,16 +1,18 @@
 """Bucket actions: CreateBucket, DeleteBucket, HeadBucket, ListBuckets, GetBucketLocation."""
 from __future__ import annotations
 
+import base64
 import ipaddress
 import re
 
 from starlette.responses import Response
 
+from shared import versionid
 from shared.errors import S3Error
-from shared.metastore.errors import MetadataError
 
 from gateway.api.common import read_xml_body, xml_response
 from gateway.context import RequestContext
+from gateway.listing.common import is_phd
 from gateway.models import (METASTORE, MPU_SHADOW_PREFIX, SPLITTER, USERS_BUCKET, BucketInfo, now_iso,
                             users_bucket_key, users_bucket_value)
 from gateway.router import action
@@ -21,6 +23,7 @@ CANNED_ACLS = ("private", "public-read", "public-read-write", "authenticated-rea
 _BUCKET_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 # Internal keyspaces that must never be reachable as user buckets.
 _RESERVED_NAMES = {METASTORE, USERS_BUCKET}
+VERSION_SEPARATOR = versionid.SEPARATOR   # a version key is "<key>\0<versionId>" (docs/metadata-keys.md#object-keys)
 
 
 def validate_bucket_name(name: str) -> None:
@@ -67,10 +70,12 @@ async def create_bucket(ctx: RequestContext) -> Response:
     if acl is not None and acl not in CANNED_ACLS:
         raise S3Error("InvalidArgument", ArgumentName="x-amz-acl", ArgumentValue=acl)
     requested = _location_from_body(await read_xml_body(ctx))
-    location = requested or _endpoint_location(ctx) or "us-east-1"
-    if location not in ctx.config.locations:
+    constraint = requested or _endpoint_location(ctx) or "us-east-1"
+    # A location's name or one of its aliases (locationConfig.json); the bucket stores the location.
+    location = ctx.config.resolve_location(constraint)
+    if location is None:
         raise S3Error("InvalidLocationConstraint", "The specified location constraint is not valid.",
-                      LocationConstraint=location)
+                      LocationConstraint=constraint)
     try:
         existing = await ctx.bucket_info(name)
     except S3Error as exc:
@@ -105,10 +110,34 @@ async def _has_any_key(ctx: RequestContext, sublevel: str) -> bool:
         await stream.aclose()
 
 
+async def _has_any_version(ctx: RequestContext, bucket: str) -> bool:
+    """Whether ListObjectVersions would show anything: any key of the bucket's sublevel except
+    placeholder (PHD) masters, which listings skip (docs/versioning.md#placeholders-and-repair,
+    docs/listing.md). A placeholder with versions behind it is followed by their keys, which
+    count; one with none (its repair timer lost to a dmd restart, or left by another gateway) is
+    read once through a get, which repairs it away ("PHD only, no versions": del key).
+
+    The original's DeleteBucket likewise lists versions (DelimiterVersions, maxKeys 1), not keys."""
+    stream = ctx.services.metadata.read_stream([bucket], {})
+    placeholders: list[str] = []
+    try:
+        async for entry in stream:
+            if VERSION_SEPARATOR not in entry["key"] and is_phd(entry["value"]):
+                placeholders.append(entry["key"])
+                continue
+            return True
+    finally:
+        await stream.aclose()
+    for key in placeholders:
+        if await ctx.find_metadata([bucket], key) is not None:
+            return True   # a version was put since the scan
+    return False
+
+
 @action("DeleteBucket")
 async def delete_bucket(ctx: RequestContext) -> Response:
     info = await ctx.authorized_bucket()
-    if await _has_any_key(ctx, info.name):
+    if await _has_any_version(ctx, info.name):
         raise S3Error("BucketNotEmpty", BucketName=info.name)
     if await _has_any_key(ctx, MPU_SHADOW_PREFIX + info.name):
         raise S3Error("BucketNotEmpty", "The bucket you tried to delete has ongoing multipart uploads.",
@@ -134,8 +163,46 @@ async def get_bucket_location(ctx: RequestContext) -> Response:
     return xml_response(doc)
 
 
+MAX_BUCKETS_LIMIT = 10_000   # AWS: max-buckets 1..10000, and the page size of a paginated request without it
+_LIST_BUCKETS_PARAMS = ("max-buckets", "continuation-token", "prefix", "bucket-region")
+_TOKEN_TAG = "lb1:"          # continuation tokens: base64url of this tag + the last bucket name listed
+
+
+def _max_buckets(query: dict[str, str]) -> int | None:
+    raw = query.get("max-buckets")
+    if raw is None:
+        return None
+    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_BUCKETS_LIMIT:
+        raise S3Error("InvalidArgument", f"Argument max-buckets must be an integer between 1 and {MAX_BUCKETS_LIMIT}",
+                      ArgumentName="max-buckets", ArgumentValue=raw)
+    return int(raw)
+
+
+def _list_buckets_token(name: str) -> str:
+    """URL-safe without escaping: unpadded base64url."""
+    return base64.urlsafe_b64encode((_TOKEN_TAG + name).encode()).decode().rstrip("=")
+
+
+def _list_buckets_after(token: str) -> str:
+    """The bucket name a ListBuckets continuation token resumes after, or InvalidArgument."""
+    try:
+        text = base64.urlsafe_b64decode(token.encode("ascii") + b"=" * (-len(token) % 4)).decode()
+    except (ValueError, UnicodeError):   # binascii.Error is a ValueError
+        text = ""
+    name = text[len(_TOKEN_TAG):] if text.startswith(_TOKEN_TAG) else ""
+    if not name or _list_buckets_token(name) != token:
+        raise S3Error("InvalidArgument", "The continuation token provided is incorrect",
+                      ArgumentName="continuation-token", ArgumentValue=token)
+    return name
+
+
 @action("ListBuckets")
 async def list_buckets(ctx: RequestContext) -> Response:
+    q = ctx.query
+    paginated = any(p in q for p in _LIST_BUCKETS_PARAMS)
+    limit = _max_buckets(q) or (MAX_BUCKETS_LIMIT if paginated else None)
+    after = _list_buckets_after(q["continuation-token"]) if "continuation-token" in q else None
+    name_prefix, region = q.get("prefix", ""), q.get("bucket-region") or None
     owner = ctx.account.canonical_id
     prefix = owner + SPLITTER
     doc = root("ListAllMyBucketsResult")
@@ -144,23 +211,43 @@ async def list_buckets(ctx: RequestContext) -> Response:
     sub(owner_el, "DisplayName", ctx.account.name)
     buckets = sub(doc, "Buckets")
     # SPLITTER ends with "." and "/" follows it in byte order: the range is the owner's entries.
-    stream = ctx.services.metadata.read_stream([USERS_BUCKET], {"gte": prefix, "lt": prefix[:-1] + "/"})
+    options: dict[str, object] = {"lt": prefix[:-1] + "/"}
+    if after is not None and after >= name_prefix:
+        options["gt"] = prefix + after
+    else:
+        options["gte"] = prefix + name_prefix
+    listed: list[str] = []
+    more = False
+    stream = ctx.services.metadata.read_stream([USERS_BUCKET], options)
     try:
         async for entry in stream:
             name = entry["key"][len(prefix):]
+            if not name.startswith(name_prefix):
+                break   # sorted: past the names with this prefix
             try:
                 info = await ctx.bucket_info(name)
             except S3Error:
                 continue  # half-created or half-deleted bucket
             if info.owner != owner:
                 continue
+            bucket_region = info.location_constraint or "us-east-1"
+            if region is not None and bucket_region != region:
+                continue
+            if limit is not None and len(listed) == limit:
+                more = True   # one more bucket to show: the page is truncated
+                break
+            listed.append(name)
             b = sub(buckets, "Bucket")
             sub(b, "Name", name)
             sub(b, "CreationDate", info.creation_date)
-    except MetadataError:
-        raise
+            if paginated:
+                sub(b, "BucketRegion", bucket_region)
     finally:
         await stream.aclose()
+    if more:
+        sub(doc, "ContinuationToken", _list_buckets_token(listed[-1]))
+    if "prefix" in q:
+        sub(doc, "Prefix", name_prefix)
     return xml_response(doc)
 
 

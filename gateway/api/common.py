@@ -116,22 +116,47 @@ def check_conditions(headers: dict[str, str], etag: str, last_modified_iso: str,
             raise _not_modified(not_modified, etag, last_modified_iso)
 
 
-def check_write_conditions(headers: dict[str, str], current: dict[str, Any] | None, key: str) -> None:
-    """Conditional writes: If-None-Match: * (create only) and If-Match: <etag> (replace only that)."""
+def _current_object(current: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The object a condition is evaluated against: a current delete marker counts as no object."""
     if current is not None and current.get("isDeleteMarker"):
-        current = None
+        return None
+    return current
+
+
+def _check_if_match(if_match: str, current: dict[str, Any] | None, key: str) -> None:
+    """If-Match: <etag>[, <etag>...] or *: the key must exist (404 NoSuchKey, as AWS answers
+    conditional writes and deletes of a missing key) with one of these ETags (412)."""
+    if current is None:
+        raise S3Error("NoSuchKey", Key=key)
+    if not _etag_matches(if_match, current.get("content-md5", "")):
+        raise S3Error("PreconditionFailed", Condition="If-Match")
+
+
+def check_write_conditions(headers: dict[str, str], current: dict[str, Any] | None, key: str) -> None:
+    """Conditional writes (PutObject, CompleteMultipartUpload) against the current version.
+
+    - If-None-Match: * creates only: 412 if the key exists;
+    - If-None-Match: <etag>[, ...] as HTTP defines it: 412 if the current ETag is one of them,
+      else the write goes on, also on a missing key (AWS answers 501 NotImplemented; RGW accepts it);
+    - If-Match: <etag>[, ...] or *: see _check_if_match.
+    A current delete marker counts as no object.
+    """
+    current = _current_object(current)
     if_none_match = headers.get("if-none-match")
     if_match = headers.get("if-match")
-    if if_none_match is not None:
-        if if_none_match.strip() != "*":
-            raise S3Error("NotImplemented", "If-None-Match on writes accepts only '*'")
-        if current is not None:
-            raise S3Error("PreconditionFailed", Condition="If-None-Match")
+    if if_none_match is not None and current is not None \
+            and _etag_matches(if_none_match, current.get("content-md5", "")):
+        raise S3Error("PreconditionFailed", Condition="If-None-Match")
     if if_match is not None:
-        if current is None:
-            raise S3Error("NoSuchKey", Key=key)
-        if not _etag_matches(if_match, current.get("content-md5", "")):
-            raise S3Error("PreconditionFailed", Condition="If-Match")
+        _check_if_match(if_match, current, key)
+
+
+def check_delete_conditions(if_match: str | None, current: dict[str, Any] | None, key: str) -> None:
+    """Conditional deletes (DeleteObject's If-Match header, a DeleteObjects <ETag>): evaluated
+    against the current version only, as AWS does; 404 NoSuchKey when there is none (or it is a
+    delete marker), 412 PreconditionFailed when its ETag differs. No condition, no check."""
+    if if_match is not None:
+        _check_if_match(if_match, _current_object(current), key)
 
 
 def _not_modified(code: str, etag: str, last_modified_iso: str) -> S3Error:
@@ -190,6 +215,8 @@ def object_headers(md: dict[str, Any], query: dict[str, str] | None = None) -> d
         headers["x-amz-storage-class"] = storage_class
     if md.get("x-amz-website-redirect-location"):
         headers["x-amz-website-redirect-location"] = md["x-amz-website-redirect-location"]
+    if md.get("tags"):   # "The number of tags, if any, on the object"
+        headers["x-amz-tagging-count"] = str(len(md["tags"]))
     for q, h in RESPONSE_OVERRIDES.items():
         if query and q in query:
             headers["Content-Type" if h == "content-type" else h] = query[q]
@@ -250,4 +277,4 @@ async def delete_locations(ctx: RequestContext, locations: list[dict[str, Any]] 
         try:
             await ctx.services.data_for(loc.get("dataStoreName") or "us-east-1").delete(loc["key"])
         except Exception:  # a blob we fail to free is garbage, not an error for the client
-            ctx.extra_log["leakedBlob"] = loc.get("key")
+            ctx.extra_log.setdefault("leakedBlobs", []).append(loc.get("key"))

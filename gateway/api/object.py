@@ -1,6 +1,6 @@
 """Object actions: PutObject, GetObject, HeadObject, DeleteObject.
 
-Write order (ARCHITECTURE.md): body -> data store while hashing and
+Write order (docs/durability.md#write-order-on-the-gateway): body -> data store while hashing and
 verifying; on any mismatch the new blob is deleted and metadata untouched;
 then the metadata commit; only then the replaced data is freed.
 """
@@ -12,6 +12,7 @@ from starlette.responses import Response, StreamingResponse
 
 from gateway.api.common import (
     check_conditions,
+    check_delete_conditions,
     check_write_conditions,
     commit_new_object,
     find_object_md,
@@ -129,11 +130,10 @@ def _response_headers(ctx: RequestContext, bucket: BucketInfo, md: dict[str, Any
     headers = object_headers(md, ctx.query)
     if bucket.versioning_status is not None:
         headers["x-amz-version-id"] = external_version_id(md)
-    if md.get("tags"):
-        headers["x-amz-tagging-count"] = str(len(md["tags"]))
     checksum = md.get("checksum")
     if checksum and ctx.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
         headers[f"x-amz-checksum-{checksum['checksumAlgorithm'].lower()}"] = checksum["checksumValue"]
+        headers["x-amz-checksum-type"] = checksum.get("checksumType") or "FULL_OBJECT"
     return headers
 
 
@@ -189,7 +189,11 @@ async def head_object(ctx: RequestContext) -> Response:
 @action("DeleteObject")
 async def delete_object(ctx: RequestContext) -> Response:
     bucket = await ctx.authorized_bucket()
-    deleted = await delete_one(ctx, bucket, ctx.key or "", ctx.query.get("versionId"))
+    key = ctx.key or ""
+    if_match = ctx.headers.get("if-match")
+    if if_match is not None:   # conditional delete: against the current version, even with ?versionId
+        check_delete_conditions(if_match, await find_object_md(ctx, bucket.name, key), key)
+    deleted = await delete_one(ctx, bucket, key, ctx.query.get("versionId"))
     headers = {}
     if deleted.version_id is not None:
         headers["x-amz-version-id"] = deleted.version_id

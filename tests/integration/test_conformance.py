@@ -396,6 +396,39 @@ def test_head_errors_have_a_status_and_request_id_but_no_body(gateway, bucket):
     assert httpx.head(f"{gateway.url}/{bucket}").status_code == 403
 
 
+@pytest.mark.parametrize("method, path", [
+    ("GET", "/{missing}"), ("GET", "/{missing}?list-type=2"), ("GET", "/{missing}?versions"),
+    ("GET", "/{missing}?location"), ("GET", "/{missing}/key"), ("PUT", "/{missing}/key"),
+    ("DELETE", "/{missing}/key"), ("DELETE", "/{missing}"), ("POST", "/{missing}/key?uploads"),
+])
+def test_anonymous_request_on_a_missing_bucket_is_no_such_bucket(gateway, bucket_name, method, path):
+    r = httpx.request(method, gateway.url + path.format(missing=bucket_name))
+    assert (r.status_code, xml_code(r)) == (404, "NoSuchBucket"), r.text
+    assert etree.fromstring(r.content).findtext("BucketName") == bucket_name
+    assert httpx.head(f"{gateway.url}/{bucket_name}").status_code == 404
+    assert httpx.head(f"{gateway.url}/{bucket_name}/key").status_code == 404
+
+
+def test_anonymous_request_on_an_existing_bucket_stays_access_denied(s3, gateway, bucket):
+    s3.put_object(Bucket=bucket, Key="key", Body=b"x")
+    for method, path in (("GET", f"/{bucket}"), ("GET", f"/{bucket}/key"), ("PUT", f"/{bucket}/key"),
+                         ("DELETE", f"/{bucket}/key"), ("GET", f"/{bucket}/missing")):
+        r = httpx.request(method, gateway.url + path)
+        assert (r.status_code, xml_code(r)) == (403, "AccessDenied"), (method, path, r.text)
+    assert httpx.head(f"{gateway.url}/{bucket}").status_code == 403
+    assert s3.get_object(Bucket=bucket, Key="key")["Body"].read() == b"x"
+
+
+def test_anonymous_create_bucket_and_list_buckets_are_access_denied(s3, gateway, bucket_name):
+    r = httpx.put(f"{gateway.url}/{bucket_name}")
+    assert (r.status_code, xml_code(r)) == (403, "AccessDenied"), r.text
+    with pytest.raises(ClientError) as exc:
+        s3.head_bucket(Bucket=bucket_name)
+    assert http_status(exc.value) == 404
+    r = httpx.get(f"{gateway.url}/")
+    assert (r.status_code, xml_code(r)) == (403, "AccessDenied"), r.text
+
+
 @pytest.mark.parametrize("method", ["PATCH", "PROPFIND", "MKCOL", "TRACE"])
 @pytest.mark.parametrize("path", ["/", "/{bucket}", "/{bucket}/key", "/_/healthcheck", "/_/elsewhere"])
 def test_unknown_http_method_is_405_method_not_allowed_xml(gateway, bucket, method, path):
@@ -511,6 +544,21 @@ def test_recreating_own_bucket_in_a_non_legacy_location_is_already_owned(s3, buc
     s3.delete_bucket(Bucket=bucket_name)
 
 
+def test_location_constraint_alias_creates_the_bucket_in_its_location(s3, bucket_name):
+    # rclone's "other-v2-signature" region is an alias of us-east-1 in the shipped locationConfig.json.
+    s3.create_bucket(Bucket=bucket_name, CreateBucketConfiguration={"LocationConstraint": "other-v2-signature"})
+    assert s3.get_bucket_location(Bucket=bucket_name)["LocationConstraint"] is None   # us-east-1
+    assert s3.head_bucket(Bucket=bucket_name)["ResponseMetadata"]["HTTPHeaders"]["x-amz-bucket-region"] == \
+        "us-east-1"
+    # us-east-1 is a legacy location: creating again through the alias is a 200, as with its name.
+    s3.create_bucket(Bucket=bucket_name, CreateBucketConfiguration={"LocationConstraint": "other-v2-signature"})
+    s3.delete_bucket(Bucket=bucket_name)
+    with pytest.raises(ClientError) as exc:
+        s3.create_bucket(Bucket=bucket_name, CreateBucketConfiguration={"LocationConstraint": "other-v3-signature"})
+    assert (error_code(exc.value), http_status(exc.value)) == ("InvalidLocationConstraint", 400)
+    assert exc.value.response["Error"]["LocationConstraint"] == "other-v3-signature"
+
+
 def test_list_buckets_shows_owner_and_creation_dates(s3, bucket_name):
     names = [f"{bucket_name}-{i}" for i in (2, 1, 3)]
     before = datetime.now(timezone.utc).replace(microsecond=0)
@@ -588,7 +636,7 @@ HTTP_DATE = "%a, %d %b %Y %H:%M:%S GMT"
 
 def _expected_status(if_match: bool | None, if_none_match: bool | None, if_unmodified: bool | None,
                      if_modified: bool | None) -> int:
-    """AWS's precedence (RFC 7232 §6): each argument is whether that condition holds, None = absent."""
+    """AWS's precedence (RFC 7232 section 6): each argument is whether that condition holds, None = absent."""
     if if_match is not None:
         if not if_match:
             return 412
