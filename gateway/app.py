@@ -1,14 +1,15 @@
-"""The Starlette application: Host/path -> bucket/key, request -> routed action.
+"""The S3 endpoint: the ASGI application and the request pipeline.
 
-Everything a client can get wrong ends here as an S3 error document with a
-request id; nothing escapes as a 500 with a traceback.
+decode -> route -> authenticate -> load the bucket -> authorize -> handler, inside the
+generic layer of gateway/server.py (request id, error rendering, logging). Every
+action's handler gets a RequestContext whose bucket is already loaded and authorized
+(docs/architecture.md).
 """
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
-import logging
-import time
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 from urllib.parse import parse_qsl, unquote
@@ -20,44 +21,39 @@ from starlette.routing import Route as StarletteRoute
 
 from shared.config import Config, load_config
 from shared.errors import S3Error
-from shared.log import get_logger, log_event, new_request_id, setup_logging
-from shared.metastore.errors import MetadataError
+from shared.log import get_logger, new_request_id, setup_logging
 
 from gateway import api  # noqa: F401  (registers the action handlers)
 from gateway import metrics
 from gateway.auth import AuthRequest, authenticate
+from gateway.authz import authorize
 from gateway.context import RequestContext, Services
-from gateway.data.base import DataError, DataNotFound
-from gateway.models import MAX_KEY_BYTES
+from gateway.limits import check_object_key
 from gateway.router import METHODS, handler_for, resolve
+from gateway.server import RequestRecord, serve
 from gateway.xml import root, sub, to_bytes
 
 log = get_logger("gateway")
 
-
-def make_services(config: Config) -> Services:
-    if config.metadata_backend == "mem":
-        from gateway.metadata import LocalMetadataClient
-        from shared.metastore import MemoryKV, MetaStore
-        store = MetaStore(MemoryKV(), replication_group_id=config.replication_group_id,
-                          version_id_suffix=config.version_id_encoding == "hex")
-        return Services(config, LocalMetadataClient(store))
-    from gateway.metadata import RemoteMetadataClient
-    return Services(config, RemoteMetadataClient(config.metadata_client.host, config.metadata_client.port,
-                                                  call_timeout_ms=config.call_timeout_ms))
+# Actions that read the current version of their key: the pipeline fetches it alongside the
+# bucket (one metadata round trip instead of two); bucket errors still come first.
+PREFETCH_OBJECT_ACTIONS = frozenset({"GetObject", "HeadObject", "GetObjectAttributes"})
+# A browser form upload is signed inside its body: the handler authenticates, then authorizes.
+FORM_AUTHENTICATED_ACTION = "PostObject"
 
 
-def error_response(err: S3Error, request_id: str, resource: str, head: bool) -> Response:
-    headers = {"x-amz-request-id": request_id, "x-amz-id-2": request_id, **err.headers}
-    if head or err.status == 304:
+def error_response(err: S3Error, record: RequestRecord) -> Response:
+    """An S3 error document (no body for HEAD and 304)."""
+    headers = {"x-amz-request-id": record.request_id, "x-amz-id-2": record.request_id, **err.headers}
+    if record.method == "HEAD" or err.status == 304:
         return Response(status_code=err.status, headers=headers)
     doc = root("Error", namespaced=False)
     sub(doc, "Code", err.code)
     sub(doc, "Message", err.message)
     for name, value in err.extra.items():
         sub(doc, name, value)
-    sub(doc, "Resource", resource)
-    sub(doc, "RequestId", request_id)
+    sub(doc, "Resource", record.resource)
+    sub(doc, "RequestId", record.request_id)
     return Response(to_bytes(doc), status_code=err.status, headers=headers, media_type="application/xml")
 
 
@@ -77,100 +73,71 @@ def split_bucket_key(host: str, path: str, config: Config) -> tuple[str | None, 
     return bucket, (key or None), False
 
 
-def _map_internal_error(exc: Exception) -> S3Error:
-    if isinstance(exc, S3Error):
-        return exc
-    if isinstance(exc, MetadataError):
-        if exc.type == "ObjNotFound":
-            return S3Error("NoSuchKey")
-        return S3Error("InternalError")
-    if isinstance(exc, DataNotFound):
-        return S3Error("InternalError", "Object data is missing from the data store")
-    if isinstance(exc, DataError):
-        return S3Error("ServiceUnavailable", "The data store is unavailable")
-    return S3Error("InternalError")
+async def load_and_authorize(ctx: RequestContext) -> None:
+    """Load the request's bucket (NoSuchBucket) and authorize the routed action on it.
+
+    An anonymous request on a bucket that does not exist learns that first, as on AWS.
+    """
+    route = ctx.route
+    if route.target == "service" or route.action == "CreateBucket":
+        if ctx.account is None:
+            raise S3Error("AccessDenied")
+        return
+    assert ctx.bucket is not None
+    prefetch = None
+    if route.action in PREFETCH_OBJECT_ACTIONS and "versionId" not in ctx.query:
+        prefetch = asyncio.ensure_future(ctx.store.get_object(ctx.bucket, ctx.key or ""))
+    try:
+        bucket = await ctx.store.get_bucket(ctx.bucket)
+        if bucket is None:
+            raise S3Error("NoSuchBucket", BucketName=ctx.bucket)
+        if not (route.action == FORM_AUTHENTICATED_ACTION and ctx.account is None):
+            authorize(ctx.account, bucket, route.access)
+    except BaseException:
+        await _discard(prefetch)
+        raise
+    ctx.target_bucket = bucket
+    ctx.prefetched_object = prefetch
+
+
+async def _discard(task: "asyncio.Future | None") -> None:
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def s3_request(request: Request, record: RequestRecord) -> Response:
+    """The S3 pipeline of one request."""
+    services: Services = request.app.state.services
+    config = services.config
+    scope = request.scope
+    try:
+        path = unquote(record.resource, errors="strict")
+    except UnicodeDecodeError:
+        raise S3Error("InvalidURI") from None
+    bucket, key, virtual_hosted = split_bucket_key(request.headers.get("host", ""), path, config)
+    record.bucket, record.key = bucket, key
+    query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    if key is not None:
+        check_object_key(key)
+    target = "object" if key is not None else ("bucket" if bucket else "service")
+    route = resolve(request.method, target, query, headers)
+    scope[metrics.ACTION_SCOPE_KEY] = route.action
+    auth_req = AuthRequest.from_scope(scope, host_bucket=bucket if virtual_hosted else None)
+    auth = authenticate(auth_req, config)
+    handler = handler_for(route.action)
+    ctx = RequestContext(request, services, record.request_id, route, bucket, key, query, headers, auth, auth_req,
+                         auth.account, extra_log=record.fields)
+    try:
+        await load_and_authorize(ctx)
+        return await handler(ctx)
+    finally:
+        await _discard(ctx.prefetched_object)   # a handler that failed before reading it
 
 
 async def s3_endpoint(request: Request) -> Response:
-    services: Services = request.app.state.services
-    config = services.config
-    request_id = new_request_id()
-    started = time.monotonic()
-    scope = request.scope
-    raw_path = scope.get("raw_path", b"").decode("latin-1") or scope["path"]
-    raw_path = raw_path.split("?", 1)[0]
-    method = request.method
-    bucket = key = None
-    ctx: RequestContext | None = None
-    response: Response
-    try:
-        try:
-            path = unquote(raw_path, errors="strict")
-        except UnicodeDecodeError:
-            raise S3Error("InvalidURI") from None
-        bucket, key, virtual_hosted = split_bucket_key(request.headers.get("host", ""), path, config)
-        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        if key is not None and len(key.encode()) > MAX_KEY_BYTES:
-            raise S3Error("KeyTooLongError")
-        if key is not None and "\x00" in key:
-            # NUL separates a key from its version id in the metadata key space.
-            raise S3Error("InvalidArgument", "Object key names may not contain a NUL character")
-        target = "object" if key is not None else ("bucket" if bucket else "service")
-        route = resolve(method, target, query, headers)
-        scope[metrics.ACTION_SCOPE_KEY] = route.action
-        auth_req = AuthRequest.from_scope(scope, host_bucket=bucket if virtual_hosted else None)
-        auth = authenticate(auth_req, config)
-        if auth.account is None and route.action != "PostObject":
-            # A browser form POST carries its signature in the form, which PostObject checks itself.
-            await _deny_anonymous(services, bucket, route.action)
-        ctx = RequestContext(request, services, request_id, route, bucket, key, query, headers, auth, auth_req,
-                             auth.account)
-        handler = handler_for(route.action)
-        response = await handler(ctx)
-    except Exception as exc:  # every failure becomes an S3 error document
-        err = _map_internal_error(exc)
-        if err.code == "InternalError" or not isinstance(exc, S3Error):
-            log.error("request failed", exc_info=exc, extra={"fields": {"requestId": request_id}})
-        response = error_response(err, request_id, raw_path, method == "HEAD")
-    if status_is_error(response) and _body_left_unread(request):
-        # The client may still send (or, with Expect: 100-continue, be waiting to send)
-        # a body we never read: closing is the only way to keep the next request intact.
-        response.headers["connection"] = "close"
-    response.headers.setdefault("x-amz-request-id", request_id)
-    response.headers.setdefault("x-amz-id-2", request_id)
-    response.headers.setdefault("server", "pys3")
-    fields: dict[str, object] = {
-        "requestId": request_id, "method": method, "bucket": bucket, "key": key, "status": response.status_code,
-        "bytes": response.headers.get("content-length"), "elapsedMs": round((time.monotonic() - started) * 1000, 2)}
-    if ctx is not None and ctx.extra_log:
-        fields.update(request_fields(ctx.extra_log, fields))
-    log_event(log, logging.INFO, "request", **fields)
-    return response
-
-
-def request_fields(extra: dict[str, object], base: dict[str, object]) -> dict[str, object]:
-    """The fields a handler recorded in ctx.extra_log, for the request's log line. A name that
-    the line already has (requestId, status, ...) is kept under "extra.<name>", never dropped."""
-    return {(f"extra.{name}" if name in base else name): value for name, value in extra.items()}
-
-
-async def _deny_anonymous(services: Services, bucket: str | None, action: str) -> None:
-    """Anonymous requests are denied (no public ACLs yet), but, as AWS, one on a bucket that does not
-    exist learns that first: NoSuchBucket. One metadata lookup, for anonymous requests only."""
-    if bucket is not None and action != "CreateBucket" and await services.find_bucket(bucket) is None:
-        raise S3Error("NoSuchBucket", BucketName=bucket)
-    raise S3Error("AccessDenied")
-
-
-def status_is_error(response: Response) -> bool:
-    return response.status_code >= 300
-
-
-def _body_left_unread(request: Request) -> bool:
-    headers = request.headers
-    has_body = headers.get("content-length", "0") not in ("0", "") or "transfer-encoding" in headers
-    return has_body and not getattr(request, "_stream_consumed", False)
+    return await serve(request, s3_request, error_response)
 
 
 def _allowed(client: str | None, allow_from: tuple[str, ...]) -> bool:
@@ -199,7 +166,7 @@ async def health_response(services: Services, client: str | None, deep: bool) ->
     """The shallow (metadata reachable) or deep (every backend) check; also /live and /ready."""
     if not _allowed(client, services.config.health_checks_allow_from):
         return Response("[]", status_code=403, media_type="application/json")
-    md_ok = await services.metadata.healthy()
+    md_ok = await services.store.healthy()
     if not deep:
         body = {"metadata": {"code": 200 if md_ok else 500, "message": "OK" if md_ok else "unreachable"}}
         return Response(json.dumps(body) if md_ok else "[]", status_code=200 if md_ok else 500,
@@ -218,8 +185,8 @@ async def health_response(services: Services, client: str | None, deep: bool) ->
 
 
 async def internal_unknown(request: Request) -> Response:
-    err = S3Error("InvalidURI")
-    return error_response(err, new_request_id(), request.url.path, request.method == "HEAD")
+    record = RequestRecord(new_request_id(), request.method, request.url.path)
+    return error_response(S3Error("InvalidURI"), record)
 
 
 class S3App:
@@ -254,7 +221,7 @@ def create_app(config: Config | None = None) -> S3App:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        services = make_services(config)
+        services = Services.from_config(config)
         app.state.services = services
         metrics_server = metrics.MetricsServer(config, services, health_response)
         metrics_server.start()  # before setup: /ready answers 500 while the dmd is unreachable

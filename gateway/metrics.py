@@ -203,7 +203,7 @@ async def disk_usage(services: Services) -> dict[str, Any] | None:
     """{"available", "free", "total"} of the data disk (the first location whose store can tell,
     i.e. the dmd's /DataFile?diskUsage), else of the metadata disk (getDiskUsage RPC); None when
     neither answers in time."""
-    source: Callable[[], Awaitable[dict]] = services.metadata.get_disk_usage
+    source: Callable[[], Awaitable[dict]] = services.store.disk_usage
     for name in services.config.locations:
         try:
             backend = services.data_for(name)

@@ -1,4 +1,4 @@
-"""Stored metadata documents: BucketInfo (§7.1), ObjectMD (§7.2), users..bucket entries.
+"""Stored metadata documents: BucketMD, ObjectMD, users..bucket entries (docs/metadata-keys.md#stored-documents).
 
 Field names are the original's, so a metadata directory written by either
 implementation reads back in the other.
@@ -11,15 +11,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-METASTORE = "__metastore"
-USERS_BUCKET = "users..bucket"
-SPLITTER = "..|.."
-MPU_SHADOW_PREFIX = "mpuShadowBucket"
 BUCKET_MODEL_VERSION = 16
 OBJECT_MODEL_VERSION = 6
-MAX_KEY_BYTES = 1024   # AWS's object key length limit
 EMPTY_MD5 = "d41d8cd98f00b204e9800998ecf8427e"
-ADMIN_OWNER = "admin"
+USER_META_PREFIX = "x-amz-meta-"
+# Representation headers an ObjectMD stores under their HTTP names (Content-Type apart).
+STORED_HEADERS = ("cache-control", "content-disposition", "content-encoding", "content-language", "expires")
 
 
 def now_iso() -> str:
@@ -31,12 +28,20 @@ def parse_iso(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def default_bucket_acl() -> dict[str, Any]:
-    return {"Canned": "private", "FULL_CONTROL": [], "WRITE": [], "WRITE_ACP": [], "READ": [], "READ_ACP": []}
+CANNED_ACLS = ("private", "public-read", "public-read-write", "authenticated-read",
+               "bucket-owner-read", "bucket-owner-full-control", "log-delivery-write")
+
+
+def canned_acl(canned: str = "private", *, bucket: bool) -> dict[str, Any]:
+    """The stored ACL of a canned ACL name (a bucket's has a WRITE grant list, an object's has none)."""
+    acl: dict[str, Any] = {"Canned": canned, "FULL_CONTROL": [], "WRITE_ACP": [], "READ": [], "READ_ACP": []}
+    if bucket:
+        acl["WRITE"] = []
+    return acl
 
 
 @dataclass
-class BucketInfo:
+class BucketMD:
     name: str
     owner: str
     owner_display_name: str
@@ -50,9 +55,40 @@ class BucketInfo:
         """None (never configured), "Enabled" or "Suspended"."""
         return (self.versioning or {}).get("Status")
 
+    @property
+    def location(self) -> str:
+        """Where the bucket's objects are stored (its LocationConstraint, us-east-1 when none)."""
+        return self.location_constraint or "us-east-1"
+
+    @property
+    def deleted(self) -> bool:
+        """Marked deleted: a bucket being removed, answered as missing."""
+        return bool(self.raw.get("deleted"))
+
+    @property
+    def object_lock_enabled(self) -> bool:
+        return bool(self.raw.get("objectLockEnabled"))
+
+    @property
+    def acl(self) -> dict[str, Any]:
+        return self.raw.get("acl") or canned_acl(bucket=True)
+
+    @acl.setter
+    def acl(self, value: dict[str, Any]) -> None:
+        self.raw["acl"] = value
+
+    @property
+    def tags(self) -> list[dict[str, str]]:
+        """The bucket's tag set, [{"Key", "Value"}] in the order it was put (the original's shape)."""
+        return self.raw.get("tags") or []
+
+    @tags.setter
+    def tags(self, value: list[dict[str, str]]) -> None:
+        self.raw["tags"] = value
+
     def serialize(self) -> str:
         doc = {
-            "acl": default_bucket_acl(), "transient": False, "deleted": False,
+            "acl": canned_acl(bucket=True), "transient": False, "deleted": False,
             "serverSideEncryption": None, "mdBucketModelVersion": BUCKET_MODEL_VERSION,
             "websiteConfiguration": None, "cors": None, "replicationConfiguration": None,
             "lifecycleConfiguration": None, "bucketPolicy": None, "uid": str(uuid.uuid4()),
@@ -67,19 +103,17 @@ class BucketInfo:
         return json.dumps(doc, separators=(",", ":"))
 
     @classmethod
-    def from_doc(cls, doc: dict[str, Any]) -> "BucketInfo":
-        """From the parsed `__metastore` value (BucketInfo.serialize() of either implementation)."""
+    def from_doc(cls, doc: dict[str, Any]) -> "BucketMD":
+        """From the parsed `__metastore` value (BucketMD.serialize() of either implementation)."""
         return cls(name=doc["name"], owner=doc["owner"], owner_display_name=doc.get("ownerDisplayName", ""),
                    creation_date=doc["creationDate"], location_constraint=doc.get("locationConstraint"),
                    versioning=doc.get("versioningConfiguration"), raw=doc)
 
 
-def users_bucket_key(canonical_id: str, bucket: str) -> str:
-    return f"{canonical_id}{SPLITTER}{bucket}"
-
-
-def users_bucket_value(creation_date: str) -> str:
-    return json.dumps({"creationDate": creation_date, "ingestion": None})
+def checksum_record(algorithm: str, value: str, checksum_type: str = "FULL_OBJECT") -> dict[str, str]:
+    """An object's stored checksum (ObjectMD `checksum`): algorithm (CRC32, SHA256, ...), base64 value
+    (composite values end in -<parts>), and FULL_OBJECT or COMPOSITE."""
+    return {"checksumAlgorithm": algorithm, "checksumValue": value, "checksumType": checksum_type}
 
 
 def stored_content_encoding(value: str) -> str:
@@ -89,8 +123,8 @@ def stored_content_encoding(value: str) -> str:
 
 def new_object_md(key: str, owner_id: str, owner_name: str, *, size: int, md5: str,
                   location: list[dict[str, Any]] | None, data_store_name: str,
-                  headers: dict[str, str], user_meta: dict[str, str]) -> dict[str, Any]:
-    """An ObjectMD document for a new object version (field names of md-model-version 6)."""
+                  headers: dict[str, str], user_meta: dict[str, str]) -> "ObjectMD":
+    """The metadata of a new object version (field names of md-model-version 6)."""
     ts = now_iso()
     md: dict[str, Any] = {
         "owner-display-name": owner_name, "owner-id": owner_id,
@@ -106,7 +140,7 @@ def new_object_md(key: str, owner_id: str, owner_name: str, *, size: int, md5: s
         "x-amz-server-side-encryption": "", "x-amz-server-side-encryption-aws-kms-key-id": "",
         "x-amz-server-side-encryption-customer-algorithm": "",
         "x-amz-website-redirect-location": headers.get("x-amz-website-redirect-location", ""),
-        "acl": {"Canned": "private", "FULL_CONTROL": [], "WRITE_ACP": [], "READ": [], "READ_ACP": []},
+        "acl": canned_acl(bucket=False),
         "key": key, "location": location, "isNull": None, "nullVersionId": None,
         "isDeleteMarker": None, "versionId": None, "tags": {},
         "replicationInfo": {"status": "", "backends": [], "content": [], "destination": "",
@@ -116,4 +150,179 @@ def new_object_md(key: str, owner_id: str, owner_name: str, *, size: int, md5: s
         "deleted": False, "isPHD": False, "md-model-version": OBJECT_MODEL_VERSION,
     }
     md.update(user_meta)
-    return {k: v for k, v in md.items() if v is not None}
+    return ObjectMD({k: v for k, v in md.items() if v is not None})
+
+
+class ObjectMD(dict):
+    """One stored object version (ObjectMD, md-model-version 6), with typed accessors.
+
+    The document is the wire form the original CloudServer shares with us, so it
+    stays a mapping of its stored field names: a read-modify-write keeps every
+    field, ours and the original's (an unknown field is never dropped). Code
+    outside this module reads and writes it through the properties below.
+    """
+
+    __slots__ = ()
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "ObjectMD":
+        return cls(json.loads(text))
+
+    def to_json(self) -> str:
+        return json.dumps(self)
+
+    # -- identity and versioning
+    @property
+    def key(self) -> str:
+        return self.get("key", "")
+
+    @property
+    def version_id(self) -> str | None:
+        """The internal version id (None for a master written without versioning)."""
+        return self.get("versionId") or None
+
+    @version_id.setter
+    def version_id(self, value: str | None) -> None:
+        self["versionId"] = value
+
+    @property
+    def is_null(self) -> bool:
+        return bool(self.get("isNull"))
+
+    @is_null.setter
+    def is_null(self, value: bool) -> None:
+        self["isNull"] = value
+
+    @property
+    def is_null_or_unversioned(self) -> bool:
+        """The null version: written while versioning was suspended, or before it was ever enabled."""
+        return self.is_null or not self.version_id
+
+    @property
+    def null_version_id(self) -> str | None:
+        return self.get("nullVersionId") or None
+
+    @null_version_id.setter
+    def null_version_id(self, value: str | None) -> None:
+        self["nullVersionId"] = value
+
+    @property
+    def is_delete_marker(self) -> bool:
+        return bool(self.get("isDeleteMarker"))
+
+    @property
+    def is_phd(self) -> bool:
+        return bool(self.get("isPHD"))
+
+    @property
+    def upload_id(self) -> str | None:
+        return self.get("uploadId") or None
+
+    @upload_id.setter
+    def upload_id(self, value: str | None) -> None:
+        """The multipart upload a version was completed from (the original records it too)."""
+        self["uploadId"] = value
+
+    # -- data
+    @property
+    def location(self) -> list[dict[str, Any]] | None:
+        return self.get("location") or None
+
+    @property
+    def data_locations(self) -> list[dict[str, Any]] | None:
+        """The data this version holds (a delete marker holds none)."""
+        return None if self.is_delete_marker else self.location
+
+    @property
+    def size(self) -> int:
+        return int(self.get("content-length", 0) or 0)
+
+    @property
+    def etag(self) -> str:
+        return self.get("content-md5", "")
+
+    @property
+    def last_modified(self) -> str:
+        return self.get("last-modified", "")
+
+    @property
+    def content_type(self) -> str:
+        return self.get("content-type", "")
+
+    @property
+    def storage_class(self) -> str:
+        return self.get("x-amz-storage-class") or "STANDARD"
+
+    @property
+    def owner_id(self) -> str:
+        return self.get("owner-id", "")
+
+    @property
+    def owner_display_name(self) -> str:
+        return self.get("owner-display-name", "")
+
+    @property
+    def checksum(self) -> dict[str, Any] | None:
+        """{"checksumAlgorithm", "checksumValue", "checksumType"} or None."""
+        return self.get("checksum") or None
+
+    @checksum.setter
+    def checksum(self, value: dict[str, Any] | None) -> None:
+        if value is None:
+            self.pop("checksum", None)
+        else:
+            self["checksum"] = value
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return self.get("tags") or {}
+
+    @tags.setter
+    def tags(self, value: dict[str, str]) -> None:
+        self["tags"] = value
+
+    @property
+    def user_metadata(self) -> dict[str, str]:
+        return {k: v for k, v in self.items() if k.startswith(USER_META_PREFIX)}
+
+    @property
+    def stored_headers(self) -> dict[str, str]:
+        """Cache-Control, Content-Disposition, ... as stored (empty ones left out)."""
+        return {name: str(self[name]) for name in STORED_HEADERS if self.get(name)}
+
+    @property
+    def website_redirect_location(self) -> str:
+        return self.get("x-amz-website-redirect-location", "")
+
+    @property
+    def acl(self) -> dict[str, Any]:
+        return self.get("acl") or canned_acl(bucket=False)
+
+    @acl.setter
+    def acl(self, value: dict[str, Any]) -> None:
+        self["acl"] = value
+
+    @property
+    def origin_op(self) -> str:
+        return self.get("originOp", "")
+
+    @origin_op.setter
+    def origin_op(self, value: str) -> None:
+        self["originOp"] = value
+
+    @location.setter
+    def location(self, value: list[dict[str, Any]] | None) -> None:
+        self["location"] = value
+
+    @property
+    def data_store_name(self) -> str:
+        return self.get("dataStoreName", "")
+
+    @classmethod
+    def delete_marker(cls, key: str, owner_id: str, owner_name: str) -> "ObjectMD":
+        ts = now_iso()
+        return cls({"owner-display-name": owner_name, "owner-id": owner_id,
+                    "content-length": 0, "content-md5": "", "content-type": "", "creation-time": ts,
+                    "last-modified": ts, "key": key, "location": None, "isDeleteMarker": True,
+                    "x-amz-storage-class": "STANDARD", "md-model-version": OBJECT_MODEL_VERSION,
+                    "dataStoreName": "", "originOp": "s3:ObjectRemoved:DeleteMarkerCreated", "tags": {}})

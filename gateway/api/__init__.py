@@ -7,7 +7,6 @@ from gateway.api import (  # noqa: F401
     listing,
     multipart,
     object,
-    object_versions,
     post_object,
     tagging,
 )

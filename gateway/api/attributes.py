@@ -9,7 +9,7 @@ ObjectParts, as on AWS general purpose buckets: absent for an object that was no
 upload; only TotalPartsCount (<PartsCount> on the wire) for a multipart object without an additional checksum; with one,
 the page of parts (x-amz-max-parts, x-amz-part-number-marker) with each part's number, size
 and, when stored, checksum. Parts are read from the object's location list (each location's
-dataStoreETag is "<part number>:<part md5>", see parts.part_range).
+part number: objectdata.part_number_of_location).
 """
 from __future__ import annotations
 
@@ -18,8 +18,11 @@ from typing import Any
 from starlette.responses import Response
 
 from gateway.api.common import http_date, xml_response
-from gateway.api.object import _read_target
+from gateway.api.object import read_target
 from gateway.context import RequestContext
+from gateway.limits import MAX_PAGE
+from gateway.models import ObjectMD
+from gateway.objectdata import part_number_of_location
 from gateway.router import action
 from gateway.versioning import external_version_id
 from gateway.xml import root, sub
@@ -30,7 +33,6 @@ MAX_PARTS_HEADER = "x-amz-max-parts"
 PART_NUMBER_MARKER_HEADER = "x-amz-part-number-marker"
 # The response's elements, in the schema's order.
 ATTRIBUTES = ("ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize")
-MAX_PARTS = 1000                       # default and cap of a page of parts, as ListParts
 _MISSING_MESSAGE = ("The x-amz-object-attributes header specifying the attributes to be retrieved is either "
                     "missing or empty")
 
@@ -55,17 +57,18 @@ def _int_header(ctx: RequestContext, name: str, default: int) -> int:
     return int(raw)
 
 
-def _parts_count_from_etag(md: dict[str, Any]) -> int:
-    _, sep, count = str(md.get("content-md5", "")).rpartition("-")
+def _parts_count_from_etag(md: ObjectMD) -> int:
+    _, sep, count = str(md.etag).rpartition("-")
     return int(count) if sep and count.isdigit() else 0
 
 
-def object_parts(md: dict[str, Any]) -> list[tuple[int, int, dict[str, Any] | None]]:
+def object_parts(md: ObjectMD) -> list[tuple[int, int, dict[str, Any] | None]]:
     """(part number, size, stored checksum or None) of each part of a multipart object."""
     parts: dict[int, list[Any]] = {}
-    for loc in md.get("location") or []:
-        number_text = str(loc.get("dataStoreETag", "")).partition(":")[0]
-        number = int(number_text) if number_text.isdigit() else len(parts) + 1
+    for loc in md.location or []:
+        number = part_number_of_location(loc)
+        if number is None:
+            number = len(parts) + 1
         entry = parts.setdefault(number, [0, None])
         entry[0] += int(loc.get("size", 0))
         checksum = loc.get("checksum")
@@ -74,14 +77,14 @@ def object_parts(md: dict[str, Any]) -> list[tuple[int, int, dict[str, Any] | No
     return [(number, size, checksum) for number, (size, checksum) in sorted(parts.items())]
 
 
-def _object_parts_element(parent: Any, md: dict[str, Any], marker: int, max_parts: int) -> None:
-    if not md.get("uploadId"):
+def _object_parts_element(parent: Any, md: ObjectMD, marker: int, max_parts: int) -> None:
+    if not md.upload_id:
         return   # not a multipart upload: no ObjectParts
     parts = object_parts(md)
     total = max(_parts_count_from_etag(md), len(parts))
     el = sub(parent, "ObjectParts")
     sub(el, "PartsCount", total)   # TotalPartsCount's name on the wire (botocore: locationName PartsCount)
-    if not md.get("checksum"):
+    if not md.checksum:
         return   # AWS lists parts only of an object carrying an additional checksum
     after = [p for p in parts if p[0] > marker]
     page = after[:max_parts]
@@ -100,16 +103,16 @@ def _object_parts_element(parent: Any, md: dict[str, Any], marker: int, max_part
 @action("GetObjectAttributes")
 async def get_object_attributes(ctx: RequestContext) -> Response:
     names = parse_attributes(ctx.headers.get(ATTRIBUTES_HEADER))
-    max_parts = min(_int_header(ctx, MAX_PARTS_HEADER, MAX_PARTS), MAX_PARTS)
+    # A page of parts: MAX_PAGE by default and at most, as ListParts.
+    max_parts = min(_int_header(ctx, MAX_PARTS_HEADER, MAX_PAGE), MAX_PAGE)
     marker = _int_header(ctx, PART_NUMBER_MARKER_HEADER, 0)
-    if not names:
-        await ctx.authorized_bucket()   # NoSuchBucket and AccessDenied come first
+    if not names:   # after the pipeline's NoSuchBucket and AccessDenied, before NoSuchKey
         raise S3Error("InvalidRequest", _MISSING_MESSAGE)
-    bucket, md = await _read_target(ctx)
+    bucket, md = await read_target(ctx)
     doc = root("GetObjectAttributesResponse")
     if "ETag" in names:
-        sub(doc, "ETag", md.get("content-md5", ""))
-    checksum = md.get("checksum")
+        sub(doc, "ETag", md.etag)
+    checksum = md.checksum
     if "Checksum" in names and checksum and checksum.get("checksumAlgorithm"):
         el = sub(doc, "Checksum")
         sub(el, f"Checksum{checksum['checksumAlgorithm']}", checksum.get("checksumValue", ""))
@@ -117,10 +120,10 @@ async def get_object_attributes(ctx: RequestContext) -> Response:
     if "ObjectParts" in names:
         _object_parts_element(doc, md, marker, max_parts)
     if "StorageClass" in names:
-        sub(doc, "StorageClass", md.get("x-amz-storage-class") or "STANDARD")
+        sub(doc, "StorageClass", md.storage_class)
     if "ObjectSize" in names:
-        sub(doc, "ObjectSize", int(md.get("content-length", 0)))
-    headers = {"Last-Modified": http_date(md["last-modified"])}
+        sub(doc, "ObjectSize", md.size)
+    headers = {"Last-Modified": http_date(md.last_modified)}
     if bucket.versioning_status is not None:
         headers["x-amz-version-id"] = external_version_id(md)
     return xml_response(doc, headers=headers)

@@ -1,4 +1,5 @@
-"""Bucket actions: CreateBucket, DeleteBucket, HeadBucket, ListBuckets, GetBucketLocation."""
+"""Bucket actions: CreateBucket, DeleteBucket, HeadBucket, ListBuckets, GetBucketLocation,
+Put/GetBucketVersioning. Bucket records are read and written through the store (gateway/store.py)."""
 from __future__ import annotations
 
 import base64
@@ -7,27 +8,19 @@ import re
 
 from starlette.responses import Response
 
-from shared import versionid
 from shared.errors import S3Error
 
 from gateway.api.common import read_xml_body, xml_response
 from gateway.context import RequestContext
-from gateway.listing.common import is_phd
-from gateway.models import (METASTORE, MPU_SHADOW_PREFIX, SPLITTER, USERS_BUCKET, BucketInfo, now_iso,
-                            users_bucket_key, users_bucket_value)
+from gateway.models import CANNED_ACLS, BucketMD, canned_acl, now_iso
 from gateway.router import action
 from gateway.xml import child_text, local, parse, root, sub
 
-CANNED_ACLS = ("private", "public-read", "public-read-write", "authenticated-read",
-               "bucket-owner-read", "bucket-owner-full-control", "log-delivery-write")
 _BUCKET_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-# Internal keyspaces that must never be reachable as user buckets.
-_RESERVED_NAMES = {METASTORE, USERS_BUCKET}
-VERSION_SEPARATOR = versionid.SEPARATOR   # a version key is "<key>\0<versionId>" (docs/metadata-keys.md#object-keys)
 
 
 def validate_bucket_name(name: str) -> None:
-    """AWS's bucket naming rules -> InvalidBucketName."""
+    """AWS's bucket naming rules -> InvalidBucketName (the store's own names: CreateBucket)."""
     ok = bool(_BUCKET_NAME_RE.match(name)) and ".." not in name and ".-" not in name and "-." not in name
     if ok:
         try:
@@ -35,10 +28,9 @@ def validate_bucket_name(name: str) -> None:
             ok = False
         except ValueError:
             pass
-    if ok and (name.startswith(("xn--", "sthree-", MPU_SHADOW_PREFIX.lower()))
-               or name.endswith(("-s3alias", "--ol-s3"))):
+    if ok and (name.startswith(("xn--", "sthree-")) or name.endswith(("-s3alias", "--ol-s3"))):
         ok = False
-    if not ok or name in _RESERVED_NAMES:
+    if not ok:
         raise S3Error("InvalidBucketName", BucketName=name)
 
 
@@ -66,6 +58,8 @@ def _endpoint_location(ctx: RequestContext) -> str | None:
 async def create_bucket(ctx: RequestContext) -> Response:
     name = ctx.bucket or ""
     validate_bucket_name(name)
+    if ctx.store.reserves_bucket_name(name):   # internal keyspaces are never reachable as user buckets
+        raise S3Error("InvalidBucketName", BucketName=name)
     acl = ctx.headers.get("x-amz-acl")
     if acl is not None and acl not in CANNED_ACLS:
         raise S3Error("InvalidArgument", ArgumentName="x-amz-acl", ArgumentValue=acl)
@@ -76,86 +70,41 @@ async def create_bucket(ctx: RequestContext) -> Response:
     if location is None:
         raise S3Error("InvalidLocationConstraint", "The specified location constraint is not valid.",
                       LocationConstraint=constraint)
-    try:
-        existing = await ctx.bucket_info(name)
-    except S3Error as exc:
-        if exc.code != "NoSuchBucket":
-            raise
-        existing = None
+    existing = await ctx.store.get_bucket(name)
     if existing is not None:
         if existing.owner != ctx.account.canonical_id:
             raise S3Error("BucketAlreadyExists", BucketName=name)
         if ctx.config.locations[location].legacy_aws_behavior:
             return Response(status_code=200, headers={"Location": f"/{name}"})
         raise S3Error("BucketAlreadyOwnedByYou", BucketName=name)
-    created = now_iso()
-    info = BucketInfo(name, ctx.account.canonical_id, ctx.account.name, created, location_constraint=location)
+    info = BucketMD(name, ctx.account.canonical_id, ctx.account.name, now_iso(), location_constraint=location)
     if acl:
-        info.raw["acl"] = {"Canned": acl, "FULL_CONTROL": [], "WRITE": [], "WRITE_ACP": [], "READ": [],
-                           "READ_ACP": []}
-    # users..bucket first: a crash in between leaves an entry ListBuckets skips, never an unlisted bucket.
-    await ctx.services.metadata.put([USERS_BUCKET], users_bucket_key(ctx.account.canonical_id, name),
-                                    users_bucket_value(created), {})
-    await ctx.services.metadata.put([METASTORE], name, info.serialize(), {})
+        info.acl = canned_acl(acl, bucket=True)
+    await ctx.store.create_bucket(info)
     return Response(status_code=200, headers={"Location": f"/{name}"})
-
-
-async def _has_any_key(ctx: RequestContext, sublevel: str) -> bool:
-    stream = ctx.services.metadata.read_stream([sublevel], {"limit": 1})
-    try:
-        async for _ in stream:
-            return True
-        return False
-    finally:
-        await stream.aclose()
-
-
-async def _has_any_version(ctx: RequestContext, bucket: str) -> bool:
-    """Whether ListObjectVersions would show anything: any key of the bucket's sublevel except
-    placeholder (PHD) masters, which listings skip (docs/versioning.md#placeholders-and-repair,
-    docs/listing.md). A placeholder with versions behind it is followed by their keys, which
-    count; one with none (its repair timer lost to a dmd restart, or left by another gateway) is
-    read once through a get, which repairs it away ("PHD only, no versions": del key).
-
-    The original's DeleteBucket likewise lists versions (DelimiterVersions, maxKeys 1), not keys."""
-    stream = ctx.services.metadata.read_stream([bucket], {})
-    placeholders: list[str] = []
-    try:
-        async for entry in stream:
-            if VERSION_SEPARATOR not in entry["key"] and is_phd(entry["value"]):
-                placeholders.append(entry["key"])
-                continue
-            return True
-    finally:
-        await stream.aclose()
-    for key in placeholders:
-        if await ctx.find_metadata([bucket], key) is not None:
-            return True   # a version was put since the scan
-    return False
 
 
 @action("DeleteBucket")
 async def delete_bucket(ctx: RequestContext) -> Response:
-    info = await ctx.authorized_bucket()
-    if await _has_any_version(ctx, info.name):
+    info = ctx.bucket_md
+    # Empty as ListObjectVersions shows it: placeholder masters do not count (Store.bucket_has_versions).
+    if await ctx.store.bucket_has_versions(info.name):
         raise S3Error("BucketNotEmpty", BucketName=info.name)
-    if await _has_any_key(ctx, MPU_SHADOW_PREFIX + info.name):
+    if await ctx.store.bucket_has_uploads(info.name):
         raise S3Error("BucketNotEmpty", "The bucket you tried to delete has ongoing multipart uploads.",
                       BucketName=info.name)
-    await ctx.services.metadata.delete([METASTORE], info.name, {})
-    await ctx.services.metadata.delete([USERS_BUCKET], users_bucket_key(info.owner, info.name), {})
+    await ctx.store.delete_bucket(info)
     return Response(status_code=204)
 
 
 @action("HeadBucket")
 async def head_bucket(ctx: RequestContext) -> Response:
-    info = await ctx.authorized_bucket()
-    return Response(status_code=200, headers={"x-amz-bucket-region": info.location_constraint or "us-east-1"})
+    return Response(status_code=200, headers={"x-amz-bucket-region": ctx.bucket_md.location})
 
 
 @action("GetBucketLocation")
 async def get_bucket_location(ctx: RequestContext) -> Response:
-    info = await ctx.authorized_bucket()
+    info = ctx.bucket_md
     doc = root("LocationConstraint")
     location = info.location_constraint or ""
     # us-east-1 is reported as an empty constraint, as AWS does.
@@ -204,33 +153,28 @@ async def list_buckets(ctx: RequestContext) -> Response:
     after = _list_buckets_after(q["continuation-token"]) if "continuation-token" in q else None
     name_prefix, region = q.get("prefix", ""), q.get("bucket-region") or None
     owner = ctx.account.canonical_id
-    prefix = owner + SPLITTER
     doc = root("ListAllMyBucketsResult")
     owner_el = sub(doc, "Owner")
     sub(owner_el, "ID", owner)
     sub(owner_el, "DisplayName", ctx.account.name)
     buckets = sub(doc, "Buckets")
-    # SPLITTER ends with "." and "/" follows it in byte order: the range is the owner's entries.
-    options: dict[str, object] = {"lt": prefix[:-1] + "/"}
+    # Names come in order: start after the token's name, or at the first name the prefix allows.
     if after is not None and after >= name_prefix:
-        options["gt"] = prefix + after
+        names = ctx.store.owned_bucket_names(owner, after)
     else:
-        options["gte"] = prefix + name_prefix
+        names = ctx.store.owned_bucket_names(owner, first=name_prefix)
     listed: list[str] = []
     more = False
-    stream = ctx.services.metadata.read_stream([USERS_BUCKET], options)
     try:
-        async for entry in stream:
-            name = entry["key"][len(prefix):]
+        async for name in names:
             if not name.startswith(name_prefix):
                 break   # sorted: past the names with this prefix
-            try:
-                info = await ctx.bucket_info(name)
-            except S3Error:
+            info = await ctx.store.get_bucket(name)
+            if info is None:
                 continue  # half-created or half-deleted bucket
             if info.owner != owner:
                 continue
-            bucket_region = info.location_constraint or "us-east-1"
+            bucket_region = info.location
             if region is not None and bucket_region != region:
                 continue
             if limit is not None and len(listed) == limit:
@@ -243,7 +187,7 @@ async def list_buckets(ctx: RequestContext) -> Response:
             if paginated:
                 sub(b, "BucketRegion", bucket_region)
     finally:
-        await stream.aclose()
+        await names.aclose()   # stops the store's read stream now, not when the generator is collected
     if more:
         sub(doc, "ContinuationToken", _list_buckets_token(listed[-1]))
     if "prefix" in q:
@@ -256,7 +200,7 @@ VERSIONING_STATES = ("Enabled", "Suspended")
 
 @action("PutBucketVersioning")
 async def put_bucket_versioning(ctx: RequestContext) -> Response:
-    info = await ctx.authorized_bucket()
+    info = ctx.bucket_md
     doc = parse(await read_xml_body(ctx))
     if local(doc.tag) != "VersioningConfiguration":
         raise S3Error("MalformedXML")
@@ -267,17 +211,17 @@ async def put_bucket_versioning(ctx: RequestContext) -> Response:
     if mfa_delete == "Enabled":
         # MFA Delete needs an MFA device; there is none to check the x-amz-mfa header against.
         raise S3Error("NotImplemented", "MFA Delete is not supported")
-    if info.raw.get("objectLockEnabled") and status == "Suspended":
+    if info.object_lock_enabled and status == "Suspended":
         raise S3Error("InvalidBucketState", "An Object Lock configuration is present on this bucket, "
                       "so the versioning state cannot be changed.")
     info.versioning = {"Status": status, **({"MfaDelete": mfa_delete} if mfa_delete else {})}
-    await ctx.services.metadata.put([METASTORE], info.name, info.serialize(), {})
+    await ctx.store.put_bucket(info)
     return Response(status_code=200)
 
 
 @action("GetBucketVersioning")
 async def get_bucket_versioning(ctx: RequestContext) -> Response:
-    info = await ctx.authorized_bucket()
+    info = ctx.bucket_md
     doc = root("VersioningConfiguration")
     if info.versioning_status:
         sub(doc, "Status", info.versioning_status)

@@ -5,27 +5,22 @@ from __future__ import annotations
 import re
 from datetime import datetime, timezone
 from email.utils import format_datetime, parsedate_to_datetime
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 from starlette.responses import Response
 
 from gateway.auth.payload import VerifiedBody
 from gateway.context import RequestContext
-from gateway.models import BucketInfo, parse_iso
-from gateway.versioning import Committed, commit_version
+from gateway.limits import MAX_USER_METADATA_BYTES
+from gateway.models import USER_META_PREFIX, ObjectMD, parse_iso
 from gateway.xml import MAX_XML_BYTES, to_bytes
 from shared.errors import S3Error
 
-# Headers copied from ObjectMD to GET/HEAD responses, in the original's names.
-STORED_RESPONSE_HEADERS = ("cache-control", "content-disposition", "content-encoding",
-                           "content-language", "expires")
 RESPONSE_OVERRIDES = {
     "response-content-type": "content-type", "response-content-language": "content-language",
     "response-expires": "expires", "response-cache-control": "cache-control",
     "response-content-disposition": "content-disposition", "response-content-encoding": "content-encoding",
 }
-USER_META_PREFIX = "x-amz-meta-"
-MAX_USER_METADATA_BYTES = 2048
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -48,18 +43,6 @@ async def read_xml_body(ctx: RequestContext) -> bytes:
             raise S3Error("MalformedXML", "The XML you provided was too large")
         pieces.append(piece)
     return b"".join(pieces)
-
-
-async def get_object_md(ctx: RequestContext, bucket: str, key: str, options: dict | None = None) -> dict[str, Any]:
-    """The object's metadata (master, or a version with options), or NoSuchKey."""
-    md = await ctx.find_metadata([bucket], key, options)
-    if md is None:
-        raise S3Error("NoSuchKey", Key=key)
-    return md
-
-
-async def find_object_md(ctx: RequestContext, bucket: str, key: str) -> dict[str, Any] | None:
-    return await ctx.find_metadata([bucket], key)
 
 
 def http_date(iso: str) -> str:
@@ -116,23 +99,23 @@ def check_conditions(headers: dict[str, str], etag: str, last_modified_iso: str,
             raise _not_modified(not_modified, etag, last_modified_iso)
 
 
-def _current_object(current: dict[str, Any] | None) -> dict[str, Any] | None:
+def _current_object(current: ObjectMD | None) -> ObjectMD | None:
     """The object a condition is evaluated against: a current delete marker counts as no object."""
-    if current is not None and current.get("isDeleteMarker"):
+    if current is not None and current.is_delete_marker:
         return None
     return current
 
 
-def _check_if_match(if_match: str, current: dict[str, Any] | None, key: str) -> None:
+def _check_if_match(if_match: str, current: ObjectMD | None, key: str) -> None:
     """If-Match: <etag>[, <etag>...] or *: the key must exist (404 NoSuchKey, as AWS answers
     conditional writes and deletes of a missing key) with one of these ETags (412)."""
     if current is None:
         raise S3Error("NoSuchKey", Key=key)
-    if not _etag_matches(if_match, current.get("content-md5", "")):
+    if not _etag_matches(if_match, current.etag):
         raise S3Error("PreconditionFailed", Condition="If-Match")
 
 
-def check_write_conditions(headers: dict[str, str], current: dict[str, Any] | None, key: str) -> None:
+def check_write_conditions(headers: dict[str, str], current: ObjectMD | None, key: str) -> None:
     """Conditional writes (PutObject, CompleteMultipartUpload) against the current version.
 
     - If-None-Match: * creates only: 412 if the key exists;
@@ -145,13 +128,13 @@ def check_write_conditions(headers: dict[str, str], current: dict[str, Any] | No
     if_none_match = headers.get("if-none-match")
     if_match = headers.get("if-match")
     if if_none_match is not None and current is not None \
-            and _etag_matches(if_none_match, current.get("content-md5", "")):
+            and _etag_matches(if_none_match, current.etag):
         raise S3Error("PreconditionFailed", Condition="If-None-Match")
     if if_match is not None:
         _check_if_match(if_match, current, key)
 
 
-def check_delete_conditions(if_match: str | None, current: dict[str, Any] | None, key: str) -> None:
+def check_delete_conditions(if_match: str | None, current: ObjectMD | None, key: str) -> None:
     """Conditional deletes (DeleteObject's If-Match header, a DeleteObjects <ETag>): evaluated
     against the current version only, as AWS does; 404 NoSuchKey when there is none (or it is a
     delete marker), 412 PreconditionFailed when its ETag differs. No condition, no check."""
@@ -196,27 +179,23 @@ def _invalid_range(size: int) -> S3Error:
     return S3Error("InvalidRange", headers={"Content-Range": f"bytes */{size}"}, ActualObjectSize=str(size))
 
 
-def object_headers(md: dict[str, Any], query: dict[str, str] | None = None) -> dict[str, str]:
+def object_headers(md: ObjectMD, query: dict[str, str] | None = None) -> dict[str, str]:
     """Response headers describing an object (GET and HEAD)."""
     headers = {
-        "ETag": f'"{md.get("content-md5", "")}"',
-        "Last-Modified": http_date(md["last-modified"]),
+        "ETag": f'"{md.etag}"',
+        "Last-Modified": http_date(md.last_modified),
         "Accept-Ranges": "bytes",
-        "Content-Type": md.get("content-type") or "application/octet-stream",
+        "Content-Type": md.content_type or "application/octet-stream",
     }
-    for name in STORED_RESPONSE_HEADERS:
-        if md.get(name):
-            headers[name] = str(md[name])
-    for name, value in md.items():
-        if name.startswith(USER_META_PREFIX):
-            headers[name] = str(value)
-    storage_class = md.get("x-amz-storage-class")
-    if storage_class and storage_class != "STANDARD":
-        headers["x-amz-storage-class"] = storage_class
-    if md.get("x-amz-website-redirect-location"):
-        headers["x-amz-website-redirect-location"] = md["x-amz-website-redirect-location"]
-    if md.get("tags"):   # "The number of tags, if any, on the object"
-        headers["x-amz-tagging-count"] = str(len(md["tags"]))
+    headers.update(md.stored_headers)
+    for name, value in md.user_metadata.items():
+        headers[name] = str(value)
+    if md.storage_class != "STANDARD":
+        headers["x-amz-storage-class"] = md.storage_class
+    if md.website_redirect_location:
+        headers["x-amz-website-redirect-location"] = md.website_redirect_location
+    if md.tags:   # "The number of tags, if any, on the object"
+        headers["x-amz-tagging-count"] = str(len(md.tags))
     for q, h in RESPONSE_OVERRIDES.items():
         if query and q in query:
             headers["Content-Type" if h == "content-type" else h] = query[q]
@@ -228,53 +207,3 @@ def user_metadata(headers: dict[str, str]) -> dict[str, str]:
     if sum(len(k) - len(USER_META_PREFIX) + len(v.encode()) for k, v in meta.items()) > MAX_USER_METADATA_BYTES:
         raise S3Error("MetadataTooLarge")
     return meta
-
-
-async def stream_locations(ctx: RequestContext, locations: list[dict[str, Any]] | None,
-                           first: int, last: int) -> AsyncIterator[bytes]:
-    """The bytes first..last (inclusive) of an object stored as a list of data locations."""
-    if not locations or last < first:
-        return
-    offset = 0
-    for loc in locations:
-        size = int(loc.get("size", 0))
-        start, end = offset, offset + size - 1
-        offset += size
-        if size == 0 or end < first or start > last:
-            continue
-        backend = ctx.services.data_for(loc.get("dataStoreName") or "us-east-1")
-        lo, hi = max(first, start) - start, min(last, end) - start
-        whole = lo == 0 and hi == size - 1
-        async for chunk in backend.get(loc["key"], None if whole else lo, None if whole else hi):
-            yield chunk
-
-
-async def commit_new_object(ctx: RequestContext, bucket: BucketInfo, key: str, md: dict[str, Any],
-                            new_locations: list[dict[str, Any]] | None,
-                            check: Callable[[dict[str, Any] | None], None] | None = None) -> Committed:
-    """Commit `md` (whose data is already stored at `new_locations`) as the current version of `key`.
-
-    `check` sees the current version first (conditional writes). On any failure
-    the new data is freed and metadata is untouched; on success the data the
-    write replaced is freed, after the commit.
-    """
-    try:
-        master = await find_object_md(ctx, bucket.name, key)
-        if check is not None:
-            check(master)
-        committed = await commit_version(ctx, bucket, key, md, master)
-    except BaseException:
-        await delete_locations(ctx, new_locations)
-        raise
-    for freed in committed.freed:
-        await delete_locations(ctx, freed)
-    return committed
-
-
-async def delete_locations(ctx: RequestContext, locations: list[dict[str, Any]] | None) -> None:
-    """Free the data of an object that is no longer referenced. Failures leak, never lose."""
-    for loc in locations or []:
-        try:
-            await ctx.services.data_for(loc.get("dataStoreName") or "us-east-1").delete(loc["key"])
-        except Exception:  # a blob we fail to free is garbage, not an error for the client
-            ctx.extra_log.setdefault("leakedBlobs", []).append(loc.get("key"))

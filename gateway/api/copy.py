@@ -19,21 +19,18 @@ from starlette.responses import Response
 
 from gateway import checksums
 from gateway.api.common import (
-    STORED_RESPONSE_HEADERS,
     check_conditions,
-    commit_new_object,
-    get_object_md,
-    stream_locations,
     user_metadata,
     xml_response,
 )
-from gateway.api.object import object_location
-from gateway.api.object_versions import get_version_md, resolve_version_options
 from gateway.api.tagging import tagging_directive, tags_from_header
+from gateway.authz import authorize
 from gateway.context import RequestContext
-from gateway.models import EMPTY_MD5, BucketInfo, new_object_md
+from gateway.limits import MAX_SINGLE_UPLOAD_BYTES
+from gateway.models import EMPTY_MD5, BucketMD, ObjectMD, checksum_record, new_object_md
+from gateway.objectdata import read_range, store_stream
 from gateway.router import action
-from gateway.versioning import external_version_id, refuse_version_id
+from gateway.versioning import commit_new_object, external_version_id, get_current, get_version, refuse_version_id
 from gateway.xml import root, sub
 from shared.errors import S3Error
 
@@ -41,7 +38,6 @@ COPY_SOURCE_HEADER = "x-amz-copy-source"
 COPY_SOURCE_PREFIX = "x-amz-copy-source-"          # x-amz-copy-source-if-match ... conditions
 METADATA_DIRECTIVE_HEADER = "x-amz-metadata-directive"
 METADATA_DIRECTIVES = ("COPY", "REPLACE")
-MAX_COPY_SIZE = 5 * 1024 ** 3                      # AWS: 5 GiB per CopyObject / UploadPartCopy
 VERSION_ID_PARAM = "versionId="
 # Headers that, given on a copy onto itself, count as "changing" the object (AWS's list).
 _SELF_COPY_CHANGES = ("x-amz-storage-class", "x-amz-website-redirect-location",
@@ -63,13 +59,13 @@ class CopySource:
 @dataclass
 class SourceObject:
     """The readable source of a copy: its bucket, its metadata and the version id to report."""
-    bucket: BucketInfo
-    md: dict[str, Any]
+    bucket: BucketMD
+    md: ObjectMD
     source: CopySource
 
     @property
     def size(self) -> int:
-        return int(self.md.get("content-length", 0))
+        return self.md.size
 
     @property
     def version_header(self) -> dict[str, str]:
@@ -115,17 +111,19 @@ def parse_copy_source(value: str) -> CopySource:
 async def read_copy_source(ctx: RequestContext) -> SourceObject:
     """The source named by x-amz-copy-source, readable by this account, conditions checked."""
     source = parse_copy_source(ctx.headers.get(COPY_SOURCE_HEADER, ""))
-    bucket = await ctx.authorized_bucket(source.bucket)
+    bucket = await ctx.store.get_bucket(source.bucket)
+    if bucket is None:
+        raise S3Error("NoSuchBucket", BucketName=source.bucket)
+    authorize(ctx.account, bucket, "read")
     if source.version_id is not None:
-        options = await resolve_version_options(ctx, bucket, source.key, source.version_id)
-        md = await get_version_md(ctx, bucket, source.key, options, source.version_id)
-        if md.get("isDeleteMarker"):
+        md = await get_version(ctx.store, bucket, source.key, source.version_id)
+        if md.is_delete_marker:
             raise S3Error("InvalidRequest", _DELETE_MARKER_SOURCE_MESSAGE)
     else:
-        md = await get_object_md(ctx, bucket.name, source.key)
-        if md.get("isDeleteMarker"):
+        md = await get_current(ctx.store, bucket, source.key)
+        if md.is_delete_marker:
             raise S3Error("NoSuchKey", headers={"x-amz-delete-marker": "true"}, Key=source.key)
-    check_conditions(ctx.headers, md.get("content-md5", ""), md["last-modified"], prefix=COPY_SOURCE_PREFIX)
+    check_conditions(ctx.headers, md.etag, md.last_modified, prefix=COPY_SOURCE_PREFIX)
     return SourceObject(bucket, md, source)
 
 
@@ -137,7 +135,7 @@ async def _hashed(chunks: AsyncIterator[bytes], md5: Any, hasher: checksums.Hash
         yield chunk
 
 
-async def copy_data(ctx: RequestContext, src: SourceObject, first: int, last: int, dest: BucketInfo,
+async def copy_data(ctx: RequestContext, src: SourceObject, first: int, last: int, dest: BucketMD,
                     checksum_algorithm: str | None) -> CopiedData:
     """Stream bytes first..last of the source into one new blob of `dest`'s location."""
     size = last - first + 1
@@ -146,18 +144,16 @@ async def copy_data(ctx: RequestContext, src: SourceObject, first: int, last: in
     if size <= 0:
         checksum = (checksum_algorithm, checksums.b64(hasher.digest())) if hasher and checksum_algorithm else None
         return CopiedData(None, 0, EMPTY_MD5, checksum)
-    location_name = object_location(dest)
-    backend = ctx.services.data_for(location_name)
-    key = await backend.put(_hashed(stream_locations(ctx, src.md.get("location"), first, last), md5, hasher), size)
+    chunks = _hashed(read_range(ctx.services, src.md.location, first, last), md5, hasher)
+    locations = await store_stream(ctx.services, dest.location, chunks, size, lambda: (size, md5.hexdigest()))
     checksum = (checksum_algorithm, checksums.b64(hasher.digest())) if hasher and checksum_algorithm else None
-    return CopiedData([{"key": key, "size": size, "start": 0, "dataStoreName": location_name,
-                        "dataStoreETag": f"1:{md5.hexdigest()}"}], size, md5.hexdigest(), checksum)
+    return CopiedData(locations, size, md5.hexdigest(), checksum)
 
 
 def check_copy_size(size: int) -> None:
-    if size > MAX_COPY_SIZE:
+    if size > MAX_SINGLE_UPLOAD_BYTES:
         raise S3Error("InvalidRequest", "The specified copy source is larger than the maximum allowable size "
-                      f"for a copy source: {MAX_COPY_SIZE}")
+                      f"for a copy source: {MAX_SINGLE_UPLOAD_BYTES}")
 
 
 def _directive(ctx: RequestContext) -> str:
@@ -168,7 +164,7 @@ def _directive(ctx: RequestContext) -> str:
     return value
 
 
-def _copy_checksum_algorithm(ctx: RequestContext, src_md: dict[str, Any]) -> str | None:
+def _copy_checksum_algorithm(ctx: RequestContext, src_md: ObjectMD) -> str | None:
     """The algorithm asked for on the copy, else the source's (AWS keeps the source's checksum)."""
     asked = ctx.headers.get("x-amz-checksum-algorithm")
     if asked is not None:
@@ -177,18 +173,18 @@ def _copy_checksum_algorithm(ctx: RequestContext, src_md: dict[str, Any]) -> str
             raise S3Error("InvalidRequest", "Checksum algorithm provided is unsupported. Please try again with any "
                           f"of the valid types: [{', '.join(checksums.ALGORITHMS)}]")
         return algorithm
-    source = (src_md.get("checksum") or {}).get("checksumAlgorithm")
+    source = (src_md.checksum or {}).get("checksumAlgorithm")
     return source if source in checksums.DIGEST_SIZES else None
 
 
-def _dest_headers(ctx: RequestContext, src_md: dict[str, Any], directive: str) -> tuple[dict[str, str], dict[str, str]]:
+def _dest_headers(ctx: RequestContext, src_md: ObjectMD, directive: str) -> tuple[dict[str, str], dict[str, str]]:
     """(headers for new_object_md, user metadata) of the destination under the metadata directive."""
     if directive == "REPLACE":
         headers = dict(ctx.headers)
         meta = user_metadata(ctx.headers)
     else:
-        headers = {name: str(src_md.get(name) or "") for name in (*STORED_RESPONSE_HEADERS, "content-type")}
-        meta = {k: v for k, v in src_md.items() if k.startswith("x-amz-meta-")}
+        headers = {**src_md.stored_headers, "content-type": src_md.content_type}
+        meta = src_md.user_metadata
         headers["x-amz-website-redirect-location"] = ctx.headers.get("x-amz-website-redirect-location", "")
     # As on AWS, a copy is STANDARD unless the request names a storage class.
     headers["x-amz-storage-class"] = ctx.headers.get("x-amz-storage-class") or "STANDARD"
@@ -197,8 +193,8 @@ def _dest_headers(ctx: RequestContext, src_md: dict[str, Any], directive: str) -
 
 @action("CopyObject")
 async def copy_object(ctx: RequestContext) -> Response:
-    refuse_version_id(ctx)
-    dest = await ctx.authorized_bucket()
+    refuse_version_id(ctx.query)
+    dest = ctx.bucket_md
     key = ctx.key or ""
     directive = _directive(ctx)
     tag_directive = tagging_directive(ctx)
@@ -212,21 +208,20 @@ async def copy_object(ctx: RequestContext) -> Response:
     headers, meta = _dest_headers(ctx, src.md, directive)
     copied = await copy_data(ctx, src, 0, src.size - 1, dest, _copy_checksum_algorithm(ctx, src.md))
     md = new_object_md(key, ctx.account.canonical_id, ctx.account.name, size=copied.size, md5=copied.md5_hex,
-                       location=copied.locations, data_store_name=object_location(dest), headers=headers,
+                       location=copied.locations, data_store_name=dest.location, headers=headers,
                        user_meta=meta)
-    md["originOp"] = "s3:ObjectCreated:Copy"
-    md["tags"] = replaced_tags if replaced_tags is not None else dict(src.md.get("tags") or {})
+    md.origin_op = "s3:ObjectCreated:Copy"
+    md.tags = replaced_tags if replaced_tags is not None else dict(src.md.tags)
     if copied.checksum is not None:
-        md["checksum"] = {"checksumAlgorithm": copied.checksum[0], "checksumValue": copied.checksum[1],
-                          "checksumType": "FULL_OBJECT"}
-    committed = await commit_new_object(ctx, dest, key, md, copied.locations)
+        md.checksum = checksum_record(*copied.checksum)
+    committed = await commit_new_object(ctx.services, dest, key, md, copied.locations, log=ctx.extra_log)
     doc = root("CopyObjectResult")
-    sub(doc, "LastModified", md["last-modified"])
+    sub(doc, "LastModified", md.last_modified)
     sub(doc, "ETag", f'"{copied.md5_hex}"')
     if copied.checksum is not None:
         sub(doc, f"Checksum{copied.checksum[0]}", copied.checksum[1])
     response_headers = dict(src.version_header)
     if committed.version_id is not None:
-        response_headers["x-amz-version-id"] = external_version_id({**md, "versionId": committed.version_id})
+        response_headers["x-amz-version-id"] = external_version_id(md, committed.version_id)
     return xml_response(doc, headers=response_headers)
 

@@ -3,7 +3,7 @@
 Owns the request document (`<Delete><Quiet/>?<Object><Key/><VersionId/>?<ETag/>?</Object>...`),
 its integrity requirement (AWS refuses the call without Content-MD5 or an
 x-amz-checksum-* value, and verifies whichever is given), and the result document.
-Each key is deleted exactly as DeleteObject would (`object_versions.delete_one`);
+Each key is deleted exactly as DeleteObject would (`versioning.delete_object`);
 a per-key failure is an `<Error>` entry, never a failure of the whole request.
 """
 from __future__ import annotations
@@ -15,10 +15,11 @@ from lxml import etree
 from starlette.responses import Response
 
 from gateway import checksums
-from gateway.api.common import check_delete_conditions, find_object_md, read_xml_body, xml_response
-from gateway.api.object_versions import Deleted, delete_one
+from gateway.api.common import check_delete_conditions, read_xml_body, xml_response
 from gateway.context import RequestContext
-from gateway.models import MAX_KEY_BYTES, BucketInfo
+from gateway.limits import MAX_PAGE, check_object_key
+from gateway.models import BucketMD
+from gateway.versioning import Deleted, delete_object
 from gateway.router import action
 from gateway.xml import children, local, parse, root, sub
 from shared.errors import S3Error
@@ -26,7 +27,7 @@ from shared.log import get_logger
 
 log = get_logger("gateway")
 
-MAX_KEYS_PER_DELETE = 1000        # AWS: "a list of up to 1000 keys"
+MAX_KEYS_PER_DELETE = MAX_PAGE    # AWS: "a list of up to 1000 keys"
 DELETE_CONCURRENCY = 16           # metadata round-trips in flight for one request
 MISSING_INTEGRITY_MESSAGE = "Missing required header for this request: Content-MD5"
 
@@ -91,16 +92,17 @@ def parse_delete_request(body: bytes) -> tuple[bool, list[DeleteTarget]]:
     return quiet, targets
 
 
-async def _delete_target(ctx: RequestContext, bucket: BucketInfo, target: DeleteTarget) -> DeleteOutcome:
+async def _delete_target(ctx: RequestContext, bucket: BucketMD, target: DeleteTarget) -> DeleteOutcome:
     if not target.key:
         return DeleteOutcome(target, error=S3Error("UserKeyMustBeSpecified", "The key must not be empty",
                                                    status=400))
-    if len(target.key.encode("utf-8", "surrogateescape")) > MAX_KEY_BYTES:
-        return DeleteOutcome(target, error=S3Error("KeyTooLongError"))
     try:
+        check_object_key(target.key)
         if target.etag is not None:   # as DeleteObject's If-Match header: against the current version
-            check_delete_conditions(target.etag, await find_object_md(ctx, bucket.name, target.key), target.key)
-        return DeleteOutcome(target, deleted=await delete_one(ctx, bucket, target.key, target.version_id))
+            current = await ctx.store.get_object(bucket.name, target.key)
+            check_delete_conditions(target.etag, current, target.key)
+        deleted = await delete_object(ctx.services, bucket, target.key, target.version_id, ctx.account, ctx.extra_log)
+        return DeleteOutcome(target, deleted=deleted)
     except S3Error as exc:
         return DeleteOutcome(target, error=exc)
     except Exception as exc:  # one key's store failure is that key's error, not the request's
@@ -109,7 +111,7 @@ async def _delete_target(ctx: RequestContext, bucket: BucketInfo, target: Delete
         return DeleteOutcome(target, error=S3Error("InternalError"))
 
 
-async def delete_all(ctx: RequestContext, bucket: BucketInfo, targets: list[DeleteTarget]) -> list[DeleteOutcome]:
+async def delete_all(ctx: RequestContext, bucket: BucketMD, targets: list[DeleteTarget]) -> list[DeleteOutcome]:
     """Delete every target with bounded concurrency; outcomes in request order.
 
     Entries naming the same key run one after the other, in request order: two
@@ -170,7 +172,7 @@ def delete_result(outcomes: list[DeleteOutcome], quiet: bool) -> etree._Element:
 
 @action("DeleteObjects")
 async def delete_objects(ctx: RequestContext) -> Response:
-    bucket = await ctx.authorized_bucket()
+    bucket = ctx.bucket_md
     if not _has_integrity_header(ctx):
         raise S3Error("InvalidRequest", MISSING_INTEGRITY_MESSAGE)
     quiet, targets = parse_delete_request(await read_xml_body(ctx))

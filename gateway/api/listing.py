@@ -1,40 +1,38 @@
 """Listing actions: ListObjects (v1), ListObjectsV2, ListObjectVersions.
 
-The algorithms (gateway/listing) run here over the bucket's metadata read
-stream and read only what the page needs (parameter handling: docs/listing.md#gateway-parameters).
+The algorithms (gateway/listing) run here over the bucket's read stream (Store.object_stream)
+and read only what the page needs (parameter handling: docs/listing.md#gateway-parameters).
+Entries come back as raw stored values; a listed entry is parsed once and read as an ObjectMD.
 """
 from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import re
 from typing import Any
 from urllib.parse import quote
 
 from starlette.responses import Response
 
-from gateway.api.common import find_object_md
-from gateway.api.object_versions import decode_version_id
 from gateway.context import RequestContext
+from gateway.limits import MAX_PAGE
 from gateway.listing import DelimiterMaster, DelimiterVersions, list_entries
-from gateway.models import BucketInfo
+from gateway.models import BucketMD, ObjectMD
 from gateway.router import action
-from gateway.versioning import external_version_id, null_version_id
+from gateway.versioning import decode_version_id, external_version_id, null_version_id
 from gateway.xml import XmlWriter
 from shared import jsoncodec, versionid
 from shared.errors import S3Error
 
-LISTING_HARD_LIMIT = 1000
 MAX_INT32 = 2 ** 31 - 1
 _INTEGER_RE = re.compile(r"-?[0-9]+")
 
 
 def parse_max_keys(query: dict[str, str], name: str = "max-keys") -> tuple[int, str]:
-    """(effective, as requested) page size: default 1000, capped at 1000."""
+    """(effective, as requested) page size: default MAX_PAGE (1000), capped at MAX_PAGE."""
     raw = query.get(name)
     if raw is None or raw == "":
-        return LISTING_HARD_LIMIT, str(LISTING_HARD_LIMIT)
+        return MAX_PAGE, str(MAX_PAGE)
     # int() alone would take "1_000", " 5" or non-ASCII digits; S3 wants a plain 32-bit integer.
     if not _INTEGER_RE.fullmatch(raw) or int(raw) > MAX_INT32:
         raise S3Error("InvalidArgument", f"Provided {name} not an integer or within integer range",
@@ -43,7 +41,7 @@ def parse_max_keys(query: dict[str, str], name: str = "max-keys") -> tuple[int, 
     if value < 0:
         raise S3Error("InvalidArgument", f"Argument {name} must be an integer between 0 and 2147483647",
                       ArgumentName=name, ArgumentValue=raw)
-    return min(value, LISTING_HARD_LIMIT), raw
+    return min(value, MAX_PAGE), raw
 
 
 def url_encoder(query: dict[str, str]):
@@ -56,27 +54,28 @@ def url_encoder(query: dict[str, str]):
     return lambda s: quote(s, safe="/")
 
 
-def _open(ctx: RequestContext, bucket: BucketInfo):
-    return functools.partial(ctx.services.metadata.read_stream, [bucket.name])
+def _entry_md(entry: dict[str, str]) -> ObjectMD:
+    """The listed version of a listing entry (its raw stored value)."""
+    return ObjectMD(jsoncodec.loads(entry["value"]))
 
 
-def _owner(w: XmlWriter, md: dict[str, Any]) -> None:
+def _owner(w: XmlWriter, md: ObjectMD) -> None:
     w.open("Owner")
-    w.leaf("ID", md.get("owner-id", ""))
-    w.leaf("DisplayName", md.get("owner-display-name", ""))
+    w.leaf("ID", md.owner_id)
+    w.leaf("DisplayName", md.owner_display_name)
     w.close("Owner")
 
 
-def _content(w: XmlWriter, key: str, md: dict[str, Any], enc, with_owner: bool) -> None:
+def _content(w: XmlWriter, key: str, md: ObjectMD, enc, with_owner: bool) -> None:
     w.open("Contents")
     w.leaf("Key", enc(key))
-    w.safe_leaf("LastModified", md.get("last-modified", ""))
-    w.safe_leaf("ETag", f'"{md.get("content-md5", "")}"')
-    w.safe_leaf("Size", md.get("content-length", 0))
+    w.safe_leaf("LastModified", md.last_modified)
+    w.safe_leaf("ETag", f'"{md.etag}"')
+    w.safe_leaf("Size", md.size)
     if with_owner:
         _owner(w, md)
-    w.leaf("StorageClass", md.get("x-amz-storage-class") or "STANDARD")
-    checksum = md.get("checksum")
+    w.leaf("StorageClass", md.storage_class)
+    checksum = md.checksum
     if checksum:
         w.leaf("ChecksumAlgorithm", checksum.get("checksumAlgorithm"))
     w.close("Contents")
@@ -90,7 +89,7 @@ def _common_prefixes(w: XmlWriter, prefixes: list[str], enc) -> None:
 
 
 async def _list_masters(ctx: RequestContext, v2: bool) -> Response:
-    bucket = await ctx.authorized_bucket()
+    bucket = ctx.bucket_md
     q = ctx.query
     enc = url_encoder(q)
     max_keys, max_keys_raw = parse_max_keys(q)
@@ -114,7 +113,7 @@ async def _list_masters(ctx: RequestContext, v2: bool) -> Response:
     if max_keys == 0:
         result: dict[str, Any] = {"Contents": [], "CommonPrefixes": [], "IsTruncated": False}
     else:
-        result = await list_entries(_open(ctx, bucket), DelimiterMaster(**params))
+        result = await list_entries(ctx.store.object_stream(bucket.name), DelimiterMaster(**params))
     w = XmlWriter("ListBucketResult")
     w.leaf("Name", bucket.name)
     # v1 gives the prefix back as sent, even with encoding-type=url (AWS does; botocore decodes
@@ -140,7 +139,7 @@ async def _list_masters(ctx: RequestContext, v2: bool) -> Response:
         w.leaf("EncodingType", "url")
     with_owner = (not v2) or q.get("fetch-owner", "").lower() == "true"
     for entry in result["Contents"]:
-        _content(w, entry["key"], jsoncodec.loads(entry["value"]), enc, with_owner)
+        _content(w, entry["key"], _entry_md(entry), enc, with_owner)
     _common_prefixes(w, result["CommonPrefixes"], enc)
     return Response(w.to_bytes(), media_type="application/xml")
 
@@ -157,7 +156,7 @@ async def list_objects_v2(ctx: RequestContext) -> Response:
 
 @action("ListObjectVersions")
 async def list_object_versions(ctx: RequestContext) -> Response:
-    bucket = await ctx.authorized_bucket()
+    bucket = ctx.bucket_md
     q = ctx.query
     enc = url_encoder(q)
     max_keys, max_keys_raw = parse_max_keys(q)
@@ -175,7 +174,7 @@ async def list_object_versions(ctx: RequestContext) -> Response:
     if max_keys == 0:
         result: dict[str, Any] = {"Versions": [], "CommonPrefixes": [], "IsTruncated": False}
     else:
-        result = await list_entries(_open(ctx, bucket), DelimiterVersions(
+        result = await list_entries(ctx.store.object_stream(bucket.name), DelimiterVersions(
             prefix=prefix, delimiter=delimiter, max_keys=max_keys, key_marker=key_marker,
             version_id_marker=vid_marker))
     w = XmlWriter("ListVersionsResult")
@@ -196,19 +195,19 @@ async def list_object_versions(ctx: RequestContext) -> Response:
     # A page that resumes inside a key's versions does not start with its latest.
     last_key = key_marker if vid_marker_raw else None
     for entry in result["Versions"]:
-        md = jsoncodec.loads(entry["value"])
+        md = _entry_md(entry)
         is_latest = entry["key"] != last_key
         last_key = entry["key"]
-        tag = "DeleteMarker" if md.get("isDeleteMarker") else "Version"
+        tag = "DeleteMarker" if md.is_delete_marker else "Version"
         w.open(tag)
         w.leaf("Key", enc(entry["key"]))
         w.leaf("VersionId", external_version_id(md))
         w.leaf("IsLatest", is_latest)
-        w.leaf("LastModified", md.get("last-modified", ""))
+        w.leaf("LastModified", md.last_modified)
         if tag == "Version":
-            w.leaf("ETag", f'"{md.get("content-md5", "")}"')
-            w.leaf("Size", md.get("content-length", 0))
-            w.leaf("StorageClass", md.get("x-amz-storage-class") or "STANDARD")
+            w.leaf("ETag", f'"{md.etag}"')
+            w.leaf("Size", md.size)
+            w.leaf("StorageClass", md.storage_class)
         _owner(w, md)
         w.close(tag)
     _common_prefixes(w, result["CommonPrefixes"], enc)
@@ -222,15 +221,15 @@ def _next_version_id_marker(result: dict[str, Any]) -> str:
     nv = result["NextVersionIdMarker"]
     last = result["Versions"][-1] if result["Versions"] else None
     if last is not None and last["versionId"] == nv:
-        return external_version_id(jsoncodec.loads(last["value"]))
+        return external_version_id(_entry_md(last))
     return nv if nv == versionid.EXTERNAL_NULL else versionid.encode(nv)
 
 
-async def _null_version_marker(ctx: RequestContext, bucket: BucketInfo, key: str) -> str | None:
+async def _null_version_marker(ctx: RequestContext, bucket: BucketMD, key: str) -> str | None:
     """The internal id behind version-id-marker=null (the reference's quirk, fixed)."""
-    master = await find_object_md(ctx, bucket.name, key)
+    master = await ctx.store.get_object(bucket.name, key)
     if master is None:
         return None
-    if master.get("isNull") or not master.get("versionId"):
-        return null_version_id(ctx, master)
-    return master.get("nullVersionId")
+    if master.is_null_or_unversioned:
+        return null_version_id(master, ctx.store.replication_group_id)
+    return master.null_version_id

@@ -1,10 +1,9 @@
 """Multipart upload: CreateMultipartUpload, UploadPart, UploadPartCopy, CompleteMultipartUpload,
-AbortMultipartUpload, ListParts, ListMultipartUploads, and `part_range` for GET/HEAD ?partNumber=N.
+AbortMultipartUpload, ListParts, ListMultipartUploads.
 
-Upload state lives in the bucket's shadow sub-level `mpuShadowBucket<bucket>`
-(docs/metadata-keys.md#mpu-shadow-bucket): one overview key `overview..|..<objectKey>..|..<uploadId>` per upload and one part key
-`<uploadId>..|..<NNNNN>` per uploaded part. Part data is written once; Complete builds the object's
-location list from the chosen parts (no data copy).
+Upload state is the store's upload records (gateway/store.py, docs/metadata-keys.md#mpu-shadow-bucket):
+one overview per upload and one record per uploaded part. Part data is written once; Complete builds
+the object's location list from the chosen parts (no data copy).
 
 Data is never freed while something may still reference it (docs/durability.md#multipart-uploads):
 - a re-uploaded part frees the data it replaced only after the new part metadata is committed, and
@@ -19,9 +18,7 @@ if it lists the same parts, answered like the first one; otherwise NoSuchUpload.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
-import json
 import re
 import uuid
 from typing import Any
@@ -30,82 +27,51 @@ from urllib.parse import quote
 from starlette.responses import Response
 
 from gateway import checksums
-from gateway.api.common import (
-    STORED_RESPONSE_HEADERS,
-    check_write_conditions,
-    delete_locations,
-    find_object_md,
-    user_metadata,
-    xml_response,
-)
+from gateway.api.common import check_write_conditions, user_metadata, xml_response
 from gateway.api.copy import check_copy_size, copy_data, read_copy_source
 from gateway.api.listing import parse_max_keys, url_encoder
-from gateway.api.object import object_location, store_body
-from gateway.api.parts import (
-    MAX_PART_NUMBER,
-    MIN_PART_NUMBER,
-    PART_NUMBER_DIGITS,
-    parse_part_number,
-    part_number_argument_error,
-)
+from gateway.api.object import store_body
+from gateway.api.parts import MAX_PART_NUMBER, MIN_PART_NUMBER, parse_part_number, part_number_argument_error
 from gateway.api.tagging import tags_from_header
 from gateway.auth.payload import VerifiedBody
 from gateway.context import RequestContext
-from gateway.listing import MPU, inc, list_entries, overview_key
-from gateway.models import (
-    EMPTY_MD5,
-    MPU_SHADOW_PREFIX,
-    SPLITTER,
-    BucketInfo,
-    new_object_md,
-    now_iso,
-)
+from gateway.limits import MAX_PAGE
+from gateway.listing import MPU, list_entries
+from gateway.models import EMPTY_MD5, STORED_HEADERS, BucketMD, ObjectMD, canned_acl, new_object_md, now_iso
+from gateway.objectdata import free_locations, part_location, part_md5_of_location, part_number_of_location
 from gateway.router import action
 from gateway.versioning import commit_version, external_version_id, refuse_version_id
 from gateway.xml import MAX_XML_BYTES, child_text, children, local, parse, root, sub
+from shared import jsoncodec
 from shared.errors import S3Error
 
 MIN_PART_SIZE = 5 * 1024 * 1024                     # AWS: every part but the last >= 5 MiB
-MAX_PARTS_PAGE = 1000                               # ListParts max-parts cap and default
 PART_MODEL_VERSION = 3                              # md-model-version of a part value (docs/metadata-keys.md#mpu-part)
 COMPLETE_IN_PROGRESS = "completeInProgress"         # overview flag set before the object commit
 CHECKSUM_TYPES = ("COMPOSITE", "FULL_OBJECT")
-VERSIONS_END = "\x01"                               # key..key\x01 spans a master and its version keys
 _UPLOAD_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 _COPY_RANGE_RE = re.compile(r"^bytes=(\d+)-(\d+)$")
-_OVERVIEW_HEADERS = (*STORED_RESPONSE_HEADERS, "content-type", "x-amz-website-redirect-location", "x-amz-tagging")
+_OVERVIEW_HEADERS = (*STORED_HEADERS, "content-type", "x-amz-website-redirect-location", "x-amz-tagging")
 _COPY_RANGE_MESSAGE = ("The x-amz-copy-source-range value must be of the form bytes=first-last where first and last "
                        "are the zero-based offsets of the first and last bytes to copy")
 VALID_STORAGE_CLASSES = ("STANDARD", "REDUCED_REDUNDANCY", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING",
                          "GLACIER", "DEEP_ARCHIVE", "GLACIER_IR", "OUTPOSTS", "EXPRESS_ONEZONE")
 
 
-# ---------------------------------------------------------------- keys and stored values
-
-def shadow_bucket(bucket: str) -> str:
-    return MPU_SHADOW_PREFIX + bucket
-
-
-def part_key(upload_id: str, part_number: int) -> str:
-    return f"{upload_id}{SPLITTER}{part_number:0{PART_NUMBER_DIGITS}d}"
-
-
-def _part_number_of(key: str) -> int:
-    return int(key.rpartition(SPLITTER)[2])
-
+# ---------------------------------------------------------------- upload records
 
 def _no_such_upload(upload_id: str) -> S3Error:
     return S3Error("NoSuchUpload", UploadId=upload_id)
 
 
-async def _find_overview(ctx: RequestContext, bucket: BucketInfo, key: str, upload_id: str) -> dict[str, Any] | None:
+async def _find_overview(ctx: RequestContext, bucket: BucketMD, key: str, upload_id: str) -> dict[str, Any] | None:
     """The upload's overview, or None (also for ids we could never have issued)."""
     if not _UPLOAD_ID_RE.match(upload_id):
         return None
-    return await ctx.find_metadata([shadow_bucket(bucket.name)], overview_key(key, upload_id))
+    return await ctx.store.get_upload(bucket.name, key, upload_id)
 
 
-async def _overview(ctx: RequestContext, bucket: BucketInfo, key: str, upload_id: str) -> dict[str, Any]:
+async def _overview(ctx: RequestContext, bucket: BucketMD, key: str, upload_id: str) -> dict[str, Any]:
     """The upload's overview, or NoSuchUpload."""
     found = await _find_overview(ctx, bucket, key, upload_id)
     if found is None:
@@ -113,58 +79,28 @@ async def _overview(ctx: RequestContext, bucket: BucketInfo, key: str, upload_id
     return found
 
 
-async def _stored_parts(ctx: RequestContext, bucket: BucketInfo, upload_id: str,
-                        after: int = 0, limit: int | None = None) -> list[tuple[str, dict[str, Any]]]:
-    """(part key, value) of the upload's parts numbered above `after`, in part-number order."""
-    prefix = upload_id + SPLITTER
-    options: dict[str, Any] = {"gt": part_key(upload_id, after), "lt": inc(prefix)}
-    if limit is not None:
-        options["limit"] = limit
-    found: list[tuple[str, dict[str, Any]]] = []
-    stream = ctx.services.metadata.read_stream([shadow_bucket(bucket.name)], options)
-    try:
-        async for entry in stream:
-            found.append((entry["key"], json.loads(entry["value"])))
-            if limit is not None and len(found) >= limit:
-                break
-    finally:
-        await stream.aclose()
-    return found
+async def _completed_versions(ctx: RequestContext, bucket: BucketMD, key: str, upload_id: str) -> list[ObjectMD]:
+    """Stored versions of `key` (the master and its versions) that a Complete of this upload committed."""
+    return [md async for md in ctx.store.versions_of(bucket.name, key)
+            if md.upload_id == upload_id and not md.is_phd]
 
 
-async def _completed_versions(ctx: RequestContext, bucket: BucketInfo, key: str,
-                              upload_id: str) -> list[dict[str, Any]]:
-    """Stored versions of `key` (master and version keys) that a Complete of this upload committed."""
-    found: list[dict[str, Any]] = []
-    stream = ctx.services.metadata.read_stream([bucket.name], {"gte": key, "lt": key + VERSIONS_END})
-    try:
-        async for entry in stream:
-            try:
-                md = json.loads(entry["value"])
-            except ValueError:
-                continue
-            if isinstance(md, dict) and md.get("uploadId") == upload_id and not md.get("isPHD"):
-                found.append(md)
-    finally:
-        await stream.aclose()
-    return found
-
-
-async def _completed_data_keys(ctx: RequestContext, bucket: BucketInfo, key: str, upload_id: str) -> set[str]:
+async def _completed_data_keys(ctx: RequestContext, bucket: BucketMD, key: str, upload_id: str) -> set[str]:
     """Data keys referenced by versions of `key` completed from this upload."""
     return {loc["key"] for md in await _completed_versions(ctx, bucket, key, upload_id)
-            for loc in md.get("location") or []}
+            for loc in md.location or []}
+
+
+async def _free(ctx: RequestContext, locations: list[dict[str, Any]] | None) -> None:
+    await free_locations(ctx.services, locations, ctx.extra_log)
 
 
 async def _free_unless(ctx: RequestContext, locations: list[dict[str, Any]] | None, keep: set[str]) -> None:
-    await delete_locations(ctx, [loc for loc in locations or [] if loc.get("key") not in keep])
+    await _free(ctx, [loc for loc in locations or [] if loc.get("key") not in keep])
 
 
 def _upload_checksum(overview: dict[str, Any]) -> tuple[str | None, str | None]:
     return overview.get("checksumAlgorithm"), overview.get("checksumType")
-
-
-# ---------------------------------------------------------------- part_range (GET/HEAD ?partNumber=N)
 
 
 # ---------------------------------------------------------------- CreateMultipartUpload
@@ -199,7 +135,7 @@ def _requested_checksum(ctx: RequestContext) -> tuple[str | None, str | None]:
 
 @action("CreateMultipartUpload")
 async def create_multipart_upload(ctx: RequestContext) -> Response:
-    bucket = await ctx.authorized_bucket()
+    bucket = ctx.bucket_md
     key = ctx.key or ""
     meta = user_metadata(ctx.headers)
     storage_class = ctx.headers.get("x-amz-storage-class") or "STANDARD"
@@ -208,15 +144,14 @@ async def create_multipart_upload(ctx: RequestContext) -> Response:
     algorithm, checksum_type = _requested_checksum(ctx)
     tags_from_header(ctx.headers.get("x-amz-tagging"))   # refused here as PutObject refuses it; applied on Complete
     upload_id = uuid.uuid4().hex
-    location = object_location(bucket)
+    location = bucket.location
     owner = {"ID": ctx.account.canonical_id, "DisplayName": ctx.account.name}
     overview: dict[str, Any] = {
         "id": upload_id, "uploadId": upload_id, "key": key, "eventualStorageBucket": bucket.name,
         "initiated": now_iso(), "owner-id": ctx.account.canonical_id, "owner-display-name": ctx.account.name,
         "initiator": owner, "x-amz-storage-class": storage_class,
         "controllingLocationConstraint": location, "dataStoreName": location,
-        "acl": {"Canned": ctx.headers.get("x-amz-acl", "private"), "FULL_CONTROL": [], "WRITE_ACP": [],
-                "READ": [], "READ_ACP": []},
+        "acl": canned_acl(ctx.headers.get("x-amz-acl", "private"), bucket=False),
         COMPLETE_IN_PROGRESS: False,
     }
     for name in _OVERVIEW_HEADERS:
@@ -224,8 +159,7 @@ async def create_multipart_upload(ctx: RequestContext) -> Response:
     overview.update(meta)
     if algorithm is not None:
         overview["checksumAlgorithm"], overview["checksumType"] = algorithm, checksum_type
-    await ctx.services.metadata.put([shadow_bucket(bucket.name)], overview_key(key, upload_id),
-                                    json.dumps(overview), {})
+    await ctx.store.put_upload(bucket.name, key, upload_id, overview)
     doc = root("InitiateMultipartUploadResult")
     sub(doc, "Bucket", bucket.name)
     sub(doc, "Key", key)
@@ -249,33 +183,30 @@ def _check_part_checksum(overview: dict[str, Any], checksum: tuple[str, str] | N
                       f"{algorithm.lower()}, actual checksum Type: {(actual or 'null').lower()}")
 
 
-def _part_value(pkey: str, size: int, md5_hex: str, locations: list[dict[str, Any]] | None,
+def _part_value(size: int, md5_hex: str, locations: list[dict[str, Any]] | None,
                 checksum: tuple[str, str] | None) -> dict[str, Any]:
     value: dict[str, Any] = {"md-model-version": PART_MODEL_VERSION, "partLocations": locations or [],
-                             "key": pkey, "last-modified": now_iso(), "content-md5": md5_hex,
-                             "content-length": size}
+                             "last-modified": now_iso(), "content-md5": md5_hex, "content-length": size}
     if checksum is not None:
         value["checksum"] = {"checksumAlgorithm": checksum[0], "checksumValue": checksum[1]}
     return value
 
 
-async def _commit_part(ctx: RequestContext, bucket: BucketInfo, key: str, upload_id: str, part_number: int,
+async def _commit_part(ctx: RequestContext, bucket: BucketMD, key: str, upload_id: str, part_number: int,
                        value: dict[str, Any]) -> None:
     """Write a part's metadata, then free the data of the part it replaced (see the module docstring)."""
-    shadow = [shadow_bucket(bucket.name)]
-    pkey = part_key(upload_id, part_number)
     new_locations = value["partLocations"]
     try:
-        previous = await ctx.find_metadata(shadow, pkey)
-        await ctx.services.metadata.put(shadow, pkey, json.dumps(value), {})
+        previous = await ctx.store.get_part(bucket.name, upload_id, part_number)
+        await ctx.store.put_part(bucket.name, upload_id, part_number, value)
     except BaseException:
-        await delete_locations(ctx, new_locations)
+        await _free(ctx, new_locations)
         raise
-    overview = await ctx.find_metadata(shadow, overview_key(key, upload_id))
+    overview = await ctx.store.get_upload(bucket.name, key, upload_id)
     if overview is None:
         # Aborted or completed while the data streamed: our part belongs to nothing, unless a
         # completion that read it is now the object.
-        await ctx.services.metadata.delete(shadow, pkey, {})
+        await ctx.store.delete_part(bucket.name, upload_id, part_number)
         keep = await _completed_data_keys(ctx, bucket, key, upload_id)
         await _free_unless(ctx, new_locations, keep)
         raise _no_such_upload(upload_id)
@@ -291,15 +222,15 @@ def _part_response_headers(checksum: tuple[str, str] | None, etag: str) -> dict[
     return headers
 
 
-async def _upload_target(ctx: RequestContext) -> tuple[BucketInfo, str, str, dict[str, Any]]:
+async def _upload_target(ctx: RequestContext) -> tuple[BucketMD, str, str, dict[str, Any]]:
     """(bucket, key, upload id, overview) a request addresses: authorized, and the upload exists."""
-    bucket = await ctx.authorized_bucket()
+    bucket = ctx.bucket_md
     key = ctx.key or ""
     upload_id = ctx.query.get("uploadId", "")
     return bucket, key, upload_id, await _overview(ctx, bucket, key, upload_id)
 
 
-async def _part_target(ctx: RequestContext) -> tuple[BucketInfo, str, str, int, dict[str, Any]]:
+async def _part_target(ctx: RequestContext) -> tuple[BucketMD, str, str, int, dict[str, Any]]:
     """(bucket, key, upload id, part number, overview) a part request addresses, all checked."""
     part_number = parse_part_number(ctx.query.get("partNumber"))
     bucket, key, upload_id, overview = await _upload_target(ctx)
@@ -314,12 +245,11 @@ async def upload_part(ctx: RequestContext) -> Response:
     try:
         _check_part_checksum(overview, checksum)
     except S3Error:
-        await delete_locations(ctx, locations)
+        await _free(ctx, locations)
         raise
-    md5_hex = body.md5_hex if locations is not None else EMPTY_MD5
-    pkey = part_key(upload_id, part_number)
-    await _commit_part(ctx, bucket, key, upload_id, part_number,
-                       _part_value(pkey, body.size, md5_hex, _numbered(locations, part_number, md5_hex), checksum))
+    md5_hex = body.md5_hex if locations else EMPTY_MD5
+    value = _part_value(body.size, md5_hex, _numbered(locations, part_number, md5_hex), checksum)
+    await _commit_part(ctx, bucket, key, upload_id, part_number, value)
     return Response(status_code=200, headers=_part_response_headers(checksum, md5_hex))
 
 
@@ -327,7 +257,7 @@ def _numbered(locations: list[dict[str, Any]] | None, part_number: int, md5_hex:
     """Part data locations tagged with their part number, as Complete will list them."""
     if locations is None:
         return None
-    return [{**loc, "dataStoreETag": f"{part_number}:{md5_hex}"} for loc in locations]
+    return [part_location(loc, part_number, md5_hex) for loc in locations]
 
 
 def _copy_range(header: str | None, size: int) -> tuple[int, int]:
@@ -353,9 +283,8 @@ async def upload_part_copy(ctx: RequestContext) -> Response:
     check_copy_size(last - first + 1)
     algorithm, _ = _upload_checksum(overview)
     copied = await copy_data(ctx, src, first, last, bucket, algorithm)
-    pkey = part_key(upload_id, part_number)
-    value = _part_value(pkey, copied.size, copied.md5_hex,
-                        _numbered(copied.locations, part_number, copied.md5_hex), copied.checksum)
+    value = _part_value(copied.size, copied.md5_hex, _numbered(copied.locations, part_number, copied.md5_hex),
+                        copied.checksum)
     await _commit_part(ctx, bucket, key, upload_id, part_number, value)
     doc = root("CopyPartResult")
     sub(doc, "LastModified", value["last-modified"])
@@ -505,15 +434,15 @@ def _check_declared_checksum(ctx: RequestContext, checksum: dict[str, Any] | Non
             raise S3Error("BadDigest", f"The {name} you specified did not match the calculated checksum.")
 
 
-def _object_md(ctx: RequestContext, bucket: BucketInfo, key: str, upload_id: str, overview: dict[str, Any],
-               chosen: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
+def _object_md(ctx: RequestContext, bucket: BucketMD, key: str, upload_id: str, overview: dict[str, Any],
+               chosen: list[tuple[int, dict[str, Any]]]) -> ObjectMD:
     locations: list[dict[str, Any]] = []
     offset = 0
     md5s = hashlib.md5()
     for number, part in chosen:
         md5s.update(bytes.fromhex(part["content-md5"]))
         for loc in part.get("partLocations") or []:
-            locations.append({**loc, "start": offset, "dataStoreETag": f"{number}:{part['content-md5']}"})
+            locations.append(part_location(loc, number, part["content-md5"], start=offset))
             offset += int(loc.get("size", 0))
     etag = f"{md5s.hexdigest()}-{len(chosen)}"
     headers = {name: str(overview.get(name) or "") for name in _OVERVIEW_HEADERS}
@@ -522,23 +451,20 @@ def _object_md(ctx: RequestContext, bucket: BucketInfo, key: str, upload_id: str
     md = new_object_md(key, overview.get("owner-id", ctx.account.canonical_id),
                        overview.get("owner-display-name", ctx.account.name), size=offset, md5=etag,
                        location=locations or None, data_store_name=overview.get("dataStoreName")
-                       or object_location(bucket), headers=headers, user_meta=meta)
-    md["uploadId"] = upload_id
-    md["originOp"] = "s3:ObjectCreated:CompleteMultipartUpload"
-    md["tags"] = tags_from_header(overview.get("x-amz-tagging") or None)
-    checksum = _object_checksum(overview, chosen)
-    if checksum is not None:
-        md["checksum"] = checksum
+                       or bucket.location, headers=headers, user_meta=meta)
+    md.upload_id = upload_id
+    md.origin_op = "s3:ObjectCreated:CompleteMultipartUpload"
+    md.tags = tags_from_header(overview.get("x-amz-tagging") or None)
+    md.checksum = _object_checksum(overview, chosen)
     return md
 
 
-async def _cleanup(ctx: RequestContext, bucket: BucketInfo, key: str, upload_id: str,
-                   parts: list[tuple[str, dict[str, Any]]], keep: set[str]) -> None:
-    """Forget the upload (part keys, then the overview), then free the part data not kept."""
-    shadow = [shadow_bucket(bucket.name)]
-    for pkey, _ in parts:
-        await ctx.services.metadata.delete(shadow, pkey, {})
-    await ctx.services.metadata.delete(shadow, overview_key(key, upload_id), {})
+async def _cleanup(ctx: RequestContext, bucket: BucketMD, key: str, upload_id: str,
+                   parts: list[tuple[int, dict[str, Any]]], keep: set[str]) -> None:
+    """Forget the upload (part records, then the overview), then free the part data not kept."""
+    for number, _ in parts:
+        await ctx.store.delete_part(bucket.name, upload_id, number)
+    await ctx.store.delete_upload(bucket.name, key, upload_id)
     for _, part in parts:
         await _free_unless(ctx, part.get("partLocations"), keep)
 
@@ -548,15 +474,15 @@ def _location_url(ctx: RequestContext, bucket: str, key: str) -> str:
     return f"{ctx.request.url.scheme}://{host}/{bucket}/{quote(key, safe='/')}"
 
 
-def _complete_response(ctx: RequestContext, bucket: BucketInfo, key: str, md: dict[str, Any],
+def _complete_response(ctx: RequestContext, bucket: BucketMD, key: str, md: ObjectMD,
                        version_id: str | None) -> Response:
     doc = root("CompleteMultipartUploadResult")
     sub(doc, "Location", _location_url(ctx, bucket.name, key))
     sub(doc, "Bucket", bucket.name)
     sub(doc, "Key", key)
-    sub(doc, "ETag", f'"{md["content-md5"]}"')
+    sub(doc, "ETag", f'"{md.etag}"')
     headers: dict[str, str] = {}
-    checksum = md.get("checksum")
+    checksum = md.checksum
     if checksum:
         sub(doc, f"Checksum{checksum['checksumAlgorithm']}", checksum["checksumValue"])
         sub(doc, "ChecksumType", checksum.get("checksumType", "COMPOSITE"))
@@ -565,13 +491,12 @@ def _complete_response(ctx: RequestContext, bucket: BucketInfo, key: str, md: di
     return xml_response(doc, headers=headers)
 
 
-def _completed_parts(md: dict[str, Any]) -> list[tuple[int, str, int]]:
+def _completed_parts(md: ObjectMD) -> list[tuple[int | None, str, int]]:
     """(part number, part ETag, size) of the non-empty parts a completed object is made of, in
-    order, from the "<partNumber>:<part ETag>" dataStoreETag of its locations."""
-    parts: list[tuple[int, str, int]] = []
-    for loc in md.get("location") or []:
-        number_text, _, etag = str(loc.get("dataStoreETag", "")).partition(":")
-        number = int(number_text) if number_text.isdigit() else -1
+    order, from the part each of its locations records."""
+    parts: list[tuple[int | None, str, int]] = []
+    for loc in md.location or []:
+        number, etag = part_number_of_location(loc), part_md5_of_location(loc)
         size = int(loc.get("size", 0))
         if parts and parts[-1][:2] == (number, etag):
             parts[-1] = (number, etag, parts[-1][2] + size)
@@ -580,7 +505,7 @@ def _completed_parts(md: dict[str, Any]) -> list[tuple[int, str, int]]:
     return parts
 
 
-def _lists_parts_of(requested: list[tuple[int, str, str | None]], md: dict[str, Any]) -> bool:
+def _lists_parts_of(requested: list[tuple[int, str, str | None]], md: ObjectMD) -> bool:
     """Whether a Complete's part list names the parts the completed object `md` was made of:
     the same ETags in the same order (so the same multipart ETag), the same part numbers and,
     where the request states part checksums, the same object checksum."""
@@ -588,12 +513,12 @@ def _lists_parts_of(requested: list[tuple[int, str, str | None]], md: dict[str, 
         etags = b"".join(bytes.fromhex(etag) for _, etag, _ in requested)
     except ValueError:
         return False
-    if f"{hashlib.md5(etags).hexdigest()}-{len(requested)}" != md.get("content-md5"):
+    if f"{hashlib.md5(etags).hexdigest()}-{len(requested)}" != md.etag:
         return False
     stored = _completed_parts(md)
     if [(n, e) for n, e, _ in stored] != [(n, e) for n, e, _ in requested if e != EMPTY_MD5]:
         return False   # empty parts have no data location: only the others are on record
-    checksum = md.get("checksum")
+    checksum = md.checksum
     stated = [c for _, _, c in requested]
     if not checksum or not all(stated):
         return True
@@ -613,10 +538,10 @@ def _lists_parts_of(requested: list[tuple[int, str, str | None]], md: dict[str, 
     return combined == checksum["checksumValue"]
 
 
-def _check_repeated(ctx: RequestContext, requested: list[tuple[int, str, str | None]], md: dict[str, Any],
+def _check_repeated(ctx: RequestContext, requested: list[tuple[int, str, str | None]], md: ObjectMD,
                     upload_id: str) -> None:
     """A Complete repeated after this upload completed into `md` must ask for what was done."""
-    checksum = md.get("checksum") or {}
+    checksum = md.checksum or {}
     algorithm, checksum_type = checksum.get("checksumAlgorithm"), checksum.get("checksumType")
     if algorithm and checksum_type == "COMPOSITE":
         for number, _, stated in requested:
@@ -624,19 +549,18 @@ def _check_repeated(ctx: RequestContext, requested: list[tuple[int, str, str | N
                 raise _part_checksum_missing(algorithm, number)
     if not _lists_parts_of(requested, md):
         raise S3Error("InvalidPart", UploadId=upload_id)
-    _check_declared_checksum(ctx, md.get("checksum"))
+    _check_declared_checksum(ctx, md.checksum)
 
 
-async def _repeated_complete(ctx: RequestContext, bucket: BucketInfo, key: str, upload_id: str) -> Response:
+async def _repeated_complete(ctx: RequestContext, bucket: BucketMD, key: str, upload_id: str) -> Response:
     """Complete of an upload that no longer exists. When the current object is what this upload
     completed into (it records its `uploadId`) and the request lists the same parts, this is a
     retry of a Complete that succeeded (an SDK retrying after a timeout): AWS answers it as the
     first time. Otherwise (never existed, aborted, or since overwritten) NoSuchUpload."""
-    master = await find_object_md(ctx, bucket.name, key) if _UPLOAD_ID_RE.match(upload_id) else None
-    if (master is None or master.get("isDeleteMarker") or master.get("isPHD")
-            or master.get("uploadId") != upload_id):
+    master = await ctx.store.get_object(bucket.name, key) if _UPLOAD_ID_RE.match(upload_id) else None
+    if master is None or master.is_delete_marker or master.is_phd or master.upload_id != upload_id:
         raise _no_such_upload(upload_id)
-    checksum = master.get("checksum") or {}
+    checksum = master.checksum or {}
     _check_checksum_type(ctx, checksum.get("checksumAlgorithm"), checksum.get("checksumType"))
     requested = _parse_complete(await _read_complete_body(ctx), checksum.get("checksumAlgorithm"))
     _check_order(requested)
@@ -647,8 +571,8 @@ async def _repeated_complete(ctx: RequestContext, bucket: BucketInfo, key: str, 
 
 @action("CompleteMultipartUpload")
 async def complete_multipart_upload(ctx: RequestContext) -> Response:
-    refuse_version_id(ctx)
-    bucket = await ctx.authorized_bucket()
+    refuse_version_id(ctx.query)
+    bucket = ctx.bucket_md
     key = ctx.key or ""
     upload_id = ctx.query.get("uploadId", "")
     overview = await _find_overview(ctx, bucket, key, upload_id)
@@ -657,8 +581,7 @@ async def complete_multipart_upload(ctx: RequestContext) -> Response:
     algorithm, checksum_type = _upload_checksum(overview)
     _check_checksum_type(ctx, algorithm, checksum_type)
     requested = _parse_complete(await _read_complete_body(ctx), algorithm)
-    stored_list = await _stored_parts(ctx, bucket, upload_id)
-    shadow = [shadow_bucket(bucket.name)]
+    stored_list = await ctx.store.parts(bucket.name, upload_id)
 
     if overview.get(COMPLETE_IN_PROGRESS):
         # A previous Complete got at least as far as marking the upload: if it also committed
@@ -666,7 +589,7 @@ async def complete_multipart_upload(ctx: RequestContext) -> Response:
         completed = await _completed_versions(ctx, bucket, key, upload_id)
         if completed:
             done = completed[0]
-            keep = {loc["key"] for loc in done.get("location") or []}
+            keep = {loc["key"] for loc in done.location or []}
             await _cleanup(ctx, bucket, key, upload_id, stored_list, keep)
             _check_order(requested)
             _check_repeated(ctx, requested, done, upload_id)
@@ -674,24 +597,22 @@ async def complete_multipart_upload(ctx: RequestContext) -> Response:
             return _complete_response(ctx, bucket, key, done, vid)
 
     _check_order(requested)
-    stored = {_part_number_of(pkey): value for pkey, value in stored_list}
-    chosen = _choose_parts(requested, stored, overview, upload_id)
+    chosen = _choose_parts(requested, dict(stored_list), overview, upload_id)
     md = _object_md(ctx, bucket, key, upload_id, overview, chosen)
-    _check_declared_checksum(ctx, md.get("checksum"))
-    master = await find_object_md(ctx, bucket.name, key)
+    _check_declared_checksum(ctx, md.checksum)
+    master = await ctx.store.get_object(bucket.name, key)
     check_write_conditions(ctx.headers, master, key)
 
-    await ctx.services.metadata.put(shadow, overview_key(key, upload_id),
-                                    json.dumps({**overview, COMPLETE_IN_PROGRESS: True}), {})
-    committed = await commit_version(ctx, bucket, key, md, master)
-    keep = {loc["key"] for loc in md.get("location") or []}
+    await ctx.store.put_upload(bucket.name, key, upload_id, {**overview, COMPLETE_IN_PROGRESS: True})
+    committed = await commit_version(ctx.store, bucket, key, md, master)
+    keep = {loc["key"] for loc in md.location or []}
     # A replaced master may be an earlier completion of this same upload sharing our data.
     for freed in committed.freed:
         await _free_unless(ctx, freed, keep)
     # Data of parts another completion of this upload (a concurrent retry) committed stays too.
     keep |= await _completed_data_keys(ctx, bucket, key, upload_id)
     await _cleanup(ctx, bucket, key, upload_id, stored_list, keep)
-    vid = external_version_id({**md, "versionId": committed.version_id}) if committed.version_id else None
+    vid = external_version_id(md, committed.version_id) if committed.version_id else None
     return _complete_response(ctx, bucket, key, md, vid)
 
 
@@ -700,7 +621,7 @@ async def complete_multipart_upload(ctx: RequestContext) -> Response:
 @action("AbortMultipartUpload")
 async def abort_multipart_upload(ctx: RequestContext) -> Response:
     bucket, key, upload_id, overview = await _upload_target(ctx)
-    parts = await _stored_parts(ctx, bucket, upload_id)
+    parts = await ctx.store.parts(bucket.name, upload_id)
     keep: set[str] = set()
     if overview.get(COMPLETE_IN_PROGRESS):
         # A Complete was interrupted (or is running): its object may already use these parts.
@@ -734,10 +655,10 @@ def _non_negative_int(query: dict[str, str], name: str, default: int) -> int:
 @action("ListParts")
 async def list_parts(ctx: RequestContext) -> Response:
     marker = _non_negative_int(ctx.query, "part-number-marker", 0)
-    max_parts = min(_non_negative_int(ctx.query, "max-parts", MAX_PARTS_PAGE), MAX_PARTS_PAGE)
+    max_parts = min(_non_negative_int(ctx.query, "max-parts", MAX_PAGE), MAX_PAGE)
     enc = url_encoder(ctx.query)
     bucket, key, upload_id, overview = await _upload_target(ctx)
-    parts = await _stored_parts(ctx, bucket, upload_id, after=min(marker, MAX_PART_NUMBER), limit=max_parts + 1) \
+    parts = await ctx.store.parts(bucket.name, upload_id, after=min(marker, MAX_PART_NUMBER), limit=max_parts + 1) \
         if max_parts > 0 else []
     truncated = len(parts) > max_parts
     parts = parts[:max_parts]
@@ -747,14 +668,14 @@ async def list_parts(ctx: RequestContext) -> Response:
     sub(doc, "Key", enc(key))
     sub(doc, "UploadId", upload_id)
     sub(doc, "PartNumberMarker", marker)
-    sub(doc, "NextPartNumberMarker", _part_number_of(parts[-1][0]) if parts else marker)
+    sub(doc, "NextPartNumberMarker", parts[-1][0] if parts else marker)
     sub(doc, "MaxParts", max_parts)
     sub(doc, "IsTruncated", truncated)
     if "encoding-type" in ctx.query:
         sub(doc, "EncodingType", "url")
-    for pkey, value in parts:
+    for number, value in parts:
         el = sub(doc, "Part")
-        sub(el, "PartNumber", _part_number_of(pkey))
+        sub(el, "PartNumber", number)
         sub(el, "LastModified", value.get("last-modified", ""))
         sub(el, "ETag", f'"{value.get("content-md5", "")}"')
         sub(el, "Size", value.get("content-length", 0))
@@ -773,7 +694,7 @@ async def list_parts(ctx: RequestContext) -> Response:
 
 @action("ListMultipartUploads")
 async def list_multipart_uploads(ctx: RequestContext) -> Response:
-    bucket = await ctx.authorized_bucket()
+    bucket = ctx.bucket_md
     q = ctx.query
     enc = url_encoder(q)
     max_uploads, _ = parse_max_keys(q, "max-uploads")
@@ -782,9 +703,9 @@ async def list_multipart_uploads(ctx: RequestContext) -> Response:
     if max_uploads == 0:
         result: dict[str, Any] = {"Uploads": [], "CommonPrefixes": [], "IsTruncated": False}
     else:
-        open_stream = functools.partial(ctx.services.metadata.read_stream, [shadow_bucket(bucket.name)])
-        result = await list_entries(open_stream, MPU(prefix=prefix, delimiter=delimiter, max_keys=max_uploads,
-                                                     key_marker=key_marker, upload_id_marker=upload_id_marker))
+        algorithm = MPU(prefix=prefix, delimiter=delimiter, max_keys=max_uploads, key_marker=key_marker,
+                        upload_id_marker=upload_id_marker)
+        result = await list_entries(ctx.store.upload_stream(bucket.name), algorithm)
     doc = root("ListMultipartUploadsResult")
     sub(doc, "Bucket", bucket.name)
     sub(doc, "KeyMarker", enc(key_marker))
@@ -799,7 +720,7 @@ async def list_multipart_uploads(ctx: RequestContext) -> Response:
     if "encoding-type" in q:
         sub(doc, "EncodingType", "url")
     for upload in result["Uploads"]:
-        value = json.loads(upload["value"]) if isinstance(upload["value"], str) else upload["value"]
+        value = jsoncodec.loads(upload["value"]) if isinstance(upload["value"], str) else upload["value"]
         el = sub(doc, "Upload")
         sub(el, "Key", enc(upload["key"]))
         sub(el, "UploadId", upload["uploadId"])

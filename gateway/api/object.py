@@ -14,37 +14,31 @@ from gateway.api.common import (
     check_conditions,
     check_delete_conditions,
     check_write_conditions,
-    commit_new_object,
-    find_object_md,
-    get_object_md,
     object_headers,
     parse_range,
-    stream_locations,
     user_metadata,
-)
-from gateway.api.object_versions import (
-    delete_one,
-    get_version_md,
-    resolve_version_options,
 )
 from gateway.api.parts import parse_part_number, part_range
 from gateway.api.tagging import tags_from_header
 from gateway.auth.payload import VerifiedBody
 from gateway.context import RequestContext
-from gateway.models import EMPTY_MD5, BucketInfo, new_object_md
+from gateway.limits import MAX_SINGLE_UPLOAD_BYTES
+from gateway.models import EMPTY_MD5, BucketMD, ObjectMD, checksum_record, new_object_md
+from gateway.objectdata import read_range, refuse_oversized, store_stream
 from gateway.router import action
-from gateway.versioning import external_version_id, refuse_version_id
+from gateway.versioning import (
+    commit_new_object,
+    delete_object as delete_object_version,
+    external_version_id,
+    get_version,
+    refuse_version_id,
+)
 from shared.errors import S3Error
 
-MAX_PUT_SIZE = 5 * 1024 ** 3   # 5 GiB single PUT limit
 SMALL_BODY_BYTES = 256 * 1024  # GET bodies up to this size are sent whole (bounded memory per request)
 
 
-def object_location(bucket: BucketInfo) -> str:
-    return bucket.location_constraint or "us-east-1"
-
-
-async def store_body(ctx: RequestContext, bucket: BucketInfo) -> tuple[VerifiedBody, list[dict[str, Any]] | None]:
+async def store_body(ctx: RequestContext, bucket: BucketMD) -> tuple[VerifiedBody, list[dict[str, Any]] | None]:
     """Stream the request body into the bucket's data location, verified.
 
     Returns the body (size, md5, checksum) and the location list (None for an
@@ -54,97 +48,94 @@ async def store_body(ctx: RequestContext, bucket: BucketInfo) -> tuple[VerifiedB
     size = body.expected_size
     if size is None:
         raise S3Error("MissingContentLength")
-    if size > MAX_PUT_SIZE:
-        raise S3Error("EntityTooLarge", MaxSizeAllowed=str(MAX_PUT_SIZE), ProposedSize=str(size))
+    refuse_oversized(size, MAX_SINGLE_UPLOAD_BYTES)
     if size == 0:
         async for _ in body:
             pass
         return body, None
-    location_name = object_location(bucket)
-    backend = ctx.services.data_for(location_name)
-    key = await backend.put(body.__aiter__(), size)
-    try:
+
+    def check() -> None:
         if body.size != size:
             raise S3Error("IncompleteBody")
-    except S3Error:
-        await backend.delete(key)
-        raise
-    return body, [{"key": key, "size": body.size, "start": 0, "dataStoreName": location_name,
-                   "dataStoreETag": f"1:{body.md5_hex}"}]
+
+    return body, await store_stream(ctx.services, bucket.location, body.__aiter__(), size,
+                                    lambda: (body.size, body.md5_hex), check)
 
 
-def _checksum_fields(body: VerifiedBody) -> dict[str, Any]:
-    if body.checksum is None:
-        return {}
-    algorithm, value = body.checksum
-    return {"checksum": {"checksumAlgorithm": algorithm, "checksumValue": value, "checksumType": "FULL_OBJECT"}}
+def full_object_checksum(body: VerifiedBody) -> dict[str, Any] | None:
+    """The stored checksum of a body verified against an x-amz-checksum-* value (None without one)."""
+    return None if body.checksum is None else checksum_record(*body.checksum)
 
 
 @action("PutObject")
 async def put_object(ctx: RequestContext) -> Response:
-    refuse_version_id(ctx)   # before any data moves
-    bucket = await ctx.authorized_bucket()
+    refuse_version_id(ctx.query)   # before any data moves
+    bucket = ctx.bucket_md
     key = ctx.key or ""
     meta = user_metadata(ctx.headers)
     tags = tags_from_header(ctx.headers.get("x-amz-tagging"))
     conditional = "if-none-match" in ctx.headers or "if-match" in ctx.headers
     if conditional:   # refuse early, before any data moves
-        check_write_conditions(ctx.headers, await find_object_md(ctx, bucket.name, key), key)
+        check_write_conditions(ctx.headers, await ctx.current_object(), key)
     body, location = await store_body(ctx, bucket)
     md5 = body.md5_hex if location is not None else EMPTY_MD5
     md = new_object_md(key, ctx.account.canonical_id, ctx.account.name, size=body.size, md5=md5,
-                       location=location, data_store_name=object_location(bucket),
+                       location=location, data_store_name=bucket.location,
                        headers=ctx.headers, user_meta=meta)
-    md.update(_checksum_fields(body))
-    md["tags"] = tags
+    md.checksum = full_object_checksum(body)
+    md.tags = tags
     # The conditions are checked again against what is there now: the body took time.
     committed = await commit_new_object(
-        ctx, bucket, key, md, location,
-        (lambda current: check_write_conditions(ctx.headers, current, key)) if conditional else None)
+        ctx.services, bucket, key, md, location,
+        (lambda current: check_write_conditions(ctx.headers, current, key)) if conditional else None,
+        ctx.extra_log)
     headers = {"ETag": f'"{md5}"'}
     if committed.version_id is not None:
-        headers["x-amz-version-id"] = external_version_id({**md, "versionId": committed.version_id})
+        headers["x-amz-version-id"] = external_version_id(md, committed.version_id)
     if body.checksum is not None:
         headers[f"x-amz-checksum-{body.checksum[0].lower()}"] = body.checksum[1]
     return Response(status_code=200, headers=headers)
 
 
-async def _read_target(ctx: RequestContext) -> tuple[BucketInfo, dict[str, Any]]:
+async def read_target(ctx: RequestContext) -> tuple[BucketMD, ObjectMD]:
+    """The version a GET/HEAD (or GetObjectAttributes) reads: ?versionId's, else the current one.
+    A delete marker answers 404 NoSuchKey (current) or 405 MethodNotAllowed (by version id)."""
     key = ctx.key or ""
+    bucket = ctx.bucket_md
     version = ctx.query.get("versionId")
     if version is not None:
-        bucket = await ctx.authorized_bucket()
-        options = await resolve_version_options(ctx, bucket, key, version)
-        md = await get_version_md(ctx, bucket, key, options, version)
+        md = await get_version(ctx.store, bucket, key, version)
     else:
-        bucket, md = await ctx.authorized_bucket_with(get_object_md(ctx, ctx.bucket or "", key))
-    if md.get("isDeleteMarker"):
+        md = await ctx.current_object()
+        if md is None:
+            raise S3Error("NoSuchKey", Key=key)
+    if md.is_delete_marker:
         headers = {"x-amz-delete-marker": "true", "x-amz-version-id": external_version_id(md)}
         if version is not None:
-            raise S3Error("MethodNotAllowed", headers={**headers, "Last-Modified": md.get("last-modified", "")})
+            raise S3Error("MethodNotAllowed", headers={**headers, "Last-Modified": md.last_modified})
         raise S3Error("NoSuchKey", headers=headers, Key=key)
     return bucket, md
 
 
-def _response_headers(ctx: RequestContext, bucket: BucketInfo, md: dict[str, Any]) -> dict[str, str]:
+def _response_headers(ctx: RequestContext, bucket: BucketMD, md: ObjectMD) -> dict[str, str]:
     headers = object_headers(md, ctx.query)
     if bucket.versioning_status is not None:
         headers["x-amz-version-id"] = external_version_id(md)
-    checksum = md.get("checksum")
+    checksum = md.checksum
     if checksum and ctx.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
         headers[f"x-amz-checksum-{checksum['checksumAlgorithm'].lower()}"] = checksum["checksumValue"]
         headers["x-amz-checksum-type"] = checksum.get("checksumType") or "FULL_OBJECT"
     return headers
 
 
-def _selected_bytes(ctx: RequestContext, md: dict[str, Any], headers: dict[str, str]) -> tuple[int, int, int]:
+def _selected_bytes(ctx: RequestContext, md: ObjectMD, headers: dict[str, str]) -> tuple[int, int, int]:
     """(first, last, status) of a GET/HEAD, from the Range header or ?partNumber; sets Content-Range."""
-    size = int(md.get("content-length", 0))
+    size = md.size
     if "partNumber" in ctx.query:
         if "range" in ctx.headers:
             raise S3Error("InvalidRequest", "Cannot specify both Range header and partNumber query parameter")
         first, last, count = part_range(md, parse_part_number(ctx.query["partNumber"]))
-        if md.get("uploadId"):
+        if md.upload_id:
             headers["x-amz-mp-parts-count"] = str(count)
         if size == 0:
             return 0, -1, 200
@@ -160,10 +151,10 @@ def _selected_bytes(ctx: RequestContext, md: dict[str, Any], headers: dict[str, 
     return first, last, 206
 
 
-async def _read_response(ctx: RequestContext) -> tuple[dict[str, Any], dict[str, str], int, int, int]:
+async def _read_response(ctx: RequestContext) -> tuple[ObjectMD, dict[str, str], int, int, int]:
     """What GetObject and HeadObject answer alike: (metadata, headers, first, last, status)."""
-    bucket, md = await _read_target(ctx)
-    check_conditions(ctx.headers, md.get("content-md5", ""), md["last-modified"])
+    bucket, md = await read_target(ctx)
+    check_conditions(ctx.headers, md.etag, md.last_modified)
     headers = _response_headers(ctx, bucket, md)
     first, last, status = _selected_bytes(ctx, md, headers)
     headers["Content-Length"] = str(last - first + 1)
@@ -173,7 +164,7 @@ async def _read_response(ctx: RequestContext) -> tuple[dict[str, Any], dict[str,
 @action("GetObject")
 async def get_object(ctx: RequestContext) -> Response:
     md, headers, first, last, status = await _read_response(ctx)
-    chunks = stream_locations(ctx, md.get("location"), first, last)
+    chunks = read_range(ctx.services, md.location, first, last)
     if last - first + 1 <= SMALL_BODY_BYTES:
         # Small bodies in one piece: a streaming response costs a task group per request.
         return Response(b"".join([c async for c in chunks]), status_code=status, headers=headers)
@@ -188,12 +179,13 @@ async def head_object(ctx: RequestContext) -> Response:
 
 @action("DeleteObject")
 async def delete_object(ctx: RequestContext) -> Response:
-    bucket = await ctx.authorized_bucket()
+    bucket = ctx.bucket_md
     key = ctx.key or ""
     if_match = ctx.headers.get("if-match")
     if if_match is not None:   # conditional delete: against the current version, even with ?versionId
-        check_delete_conditions(if_match, await find_object_md(ctx, bucket.name, key), key)
-    deleted = await delete_one(ctx, bucket, key, ctx.query.get("versionId"))
+        check_delete_conditions(if_match, await ctx.current_object(), key)
+    deleted = await delete_object_version(ctx.services, bucket, key, ctx.query.get("versionId"), ctx.account,
+                                          ctx.extra_log)
     headers = {}
     if deleted.version_id is not None:
         headers["x-amz-version-id"] = deleted.version_id

@@ -15,20 +15,16 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from starlette.responses import Response
 
-from gateway.api.bucket import CANNED_ACLS
-from gateway.api.common import (
-    commit_new_object,
-    delete_locations,
-    user_metadata,
-    xml_response,
-)
-from gateway.api.object import MAX_PUT_SIZE, object_location
+from gateway.api.common import user_metadata, xml_response
 from gateway.auth.form import authenticate_form, check_policy_fields, length_range, missing_field
+from gateway.authz import authorize
 from gateway.context import RequestContext
 from gateway.formdata import FormReader, form_boundary, read_fields
-from gateway.models import EMPTY_MD5, MAX_KEY_BYTES, new_object_md
+from gateway.limits import MAX_SINGLE_UPLOAD_BYTES, check_object_key
+from gateway.models import CANNED_ACLS, EMPTY_MD5, USER_META_PREFIX, canned_acl, new_object_md
+from gateway.objectdata import store_stream
 from gateway.router import action
-from gateway.versioning import external_version_id
+from gateway.versioning import commit_new_object, external_version_id
 from gateway.xml import root, sub
 from shared.errors import S3Error
 
@@ -79,8 +75,7 @@ def _object_key(fields: dict[str, str], filename: str | None) -> str:
     if not key:
         raise S3Error("InvalidArgument", "User key must have a length greater than 0.", ArgumentName="key",
                       ArgumentValue="")
-    if len(key.encode("utf-8")) > MAX_KEY_BYTES:
-        raise S3Error("KeyTooLongError")
+    check_object_key(key)
     return key
 
 
@@ -118,38 +113,38 @@ async def post_object(ctx: RequestContext) -> Response:
     account, policy = authenticate_form(fields, ctx.config)
     check_policy_fields(policy, fields, ctx.bucket or "")
     ctx.account = account
-    bucket = await ctx.authorized_bucket()
+    bucket = ctx.bucket_md
+    authorize(account, bucket, ctx.route.access)
     acl = fields.get("acl")
     if acl is not None and acl not in CANNED_ACLS:
         raise S3Error("InvalidArgument", ArgumentName="acl", ArgumentValue=acl)
-    meta = user_metadata({name: value for name, value in fields.items() if name.startswith("x-amz-meta-")})
+    meta = user_metadata({name: value for name, value in fields.items() if name.startswith(USER_META_PREFIX)})
     low, high = length_range(policy)
 
-    body = _SizedFile(reader.data(), min(high, MAX_PUT_SIZE) if high is not None else MAX_PUT_SIZE)
+    body = _SizedFile(reader.data(), min(high, MAX_SINGLE_UPLOAD_BYTES) if high is not None
+                      else MAX_SINGLE_UPLOAD_BYTES)
     chunks = body.__aiter__()
     first = await _first_piece(chunks)
-    location_name = object_location(bucket)
-    location = None
-    if first:
-        backend = ctx.services.data_for(location_name)
-        data_key = await backend.put(_chained(first, chunks), None)
-        location = [{"key": data_key, "size": body.size, "start": 0, "dataStoreName": location_name,
-                     "dataStoreETag": f"1:{body.md5.hexdigest()}"}]
-    try:
+
+    def check() -> None:
         if body.size < low:
             raise S3Error("EntityTooSmall", MinSizeAllowed=str(low), ProposedSize=str(body.size))
-        md5 = body.md5.hexdigest() if location is not None else EMPTY_MD5
-        object_headers = {name: fields[name] for name in _HEADER_FIELDS if name in fields}
-        md = new_object_md(key, account.canonical_id, account.name, size=body.size, md5=md5, location=location,
-                           data_store_name=location_name, headers=object_headers, user_meta=meta)
-        md["originOp"] = "s3:ObjectCreated:Post"
-        if acl is not None:
-            md["acl"]["Canned"] = acl
-    except BaseException:
-        await delete_locations(ctx, location)
-        raise
-    committed = await commit_new_object(ctx, bucket, key, md, location)
+
+    location = None
+    if first:
+        location = await store_stream(ctx.services, bucket.location, _chained(first, chunks), None,
+                                      lambda: (body.size, body.md5.hexdigest()), check)
+    else:
+        check()
+    md5 = body.md5.hexdigest() if location is not None else EMPTY_MD5
+    object_headers = {name: fields[name] for name in _HEADER_FIELDS if name in fields}
+    md = new_object_md(key, account.canonical_id, account.name, size=body.size, md5=md5, location=location,
+                       data_store_name=bucket.location, headers=object_headers, user_meta=meta)
+    md.origin_op = "s3:ObjectCreated:Post"
+    if acl is not None:
+        md.acl = canned_acl(acl, bucket=False)
+    committed = await commit_new_object(ctx.services, bucket, key, md, location, log=ctx.extra_log)
     headers = {}
     if committed.version_id is not None:
-        headers["x-amz-version-id"] = external_version_id({**md, "versionId": committed.version_id})
+        headers["x-amz-version-id"] = external_version_id(md, committed.version_id)
     return _success_response(ctx, fields, key, f'"{md5}"', headers)

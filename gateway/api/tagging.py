@@ -1,24 +1,21 @@
 """Object tagging (Put/Get/DeleteObjectTagging), bucket tagging (Put/Get/DeleteBucketTagging),
 the x-amz-tagging header and CopyObject's x-amz-tagging-directive.
 
-Tag writes update the addressed version in place through the engine's
-`versionId` put, the reference's way of changing one version's metadata.
+Tag writes update the addressed version in place (Store.put_object with its version id, the
+reference's way of changing one version's metadata); a bucket's tags are a field of its BucketMD.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
-from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.responses import Response
 
-from gateway.api.common import get_object_md, read_xml_body, xml_response
-from gateway.api.object_versions import get_version_md, resolve_version_options
+from gateway.api.common import read_xml_body, xml_response
 from gateway.context import RequestContext
-from gateway.models import METASTORE, BucketInfo
+from gateway.models import BucketMD, ObjectMD
 from gateway.router import action
-from gateway.versioning import external_version_id
+from gateway.versioning import external_version_id, get_current, get_version
 from gateway.xml import children, local, parse, root, sub
 from shared.errors import S3Error
 
@@ -126,29 +123,29 @@ def tagging_response(pairs: Iterable[tuple[str, str]], headers: dict[str, str] |
     return xml_response(doc, headers=headers)
 
 
-async def _target(ctx: RequestContext, writing: bool = False) -> tuple[BucketInfo, dict[str, Any]]:
+async def _target(ctx: RequestContext, writing: bool = False) -> tuple[BucketMD, ObjectMD]:
     """The addressed version; on a delete marker: 405 for a write or any versionId request
     (the marker exists but takes no tags), NoSuchKey for a read of the latest."""
-    bucket = await ctx.authorized_bucket()
+    bucket = ctx.bucket_md
     key = ctx.key or ""
     version = ctx.query.get("versionId")
     if version is not None:
-        md = await get_version_md(ctx, bucket, key, await resolve_version_options(ctx, bucket, key, version), version)
+        md = await get_version(ctx.store, bucket, key, version)
     else:
-        md = await get_object_md(ctx, bucket.name, key)
-    if md.get("isDeleteMarker"):
+        md = await get_current(ctx.store, bucket, key)
+    if md.is_delete_marker:
         raise S3Error("MethodNotAllowed" if version is not None or writing else "NoSuchKey",
                       headers={"x-amz-delete-marker": "true"})
     return bucket, md
 
 
-async def rewrite_version(ctx: RequestContext, bucket: BucketInfo, md: dict[str, Any]) -> None:
-    """Store changed metadata of an existing version (and of the master when it is that version)."""
-    options = {"versionId": md["versionId"]} if md.get("versionId") else {}
-    await ctx.services.metadata.put([bucket.name], md["key"], json.dumps(md), options)
+async def rewrite_version(ctx: RequestContext, bucket: BucketMD, md: ObjectMD) -> None:
+    """Store changed metadata of an existing version (and of the master when it is that version);
+    a version-less master is rewritten as the master alone."""
+    await ctx.store.put_object(bucket.name, md.key, md, version_id=md.version_id)
 
 
-def _headers(bucket: BucketInfo, md: dict[str, Any]) -> dict[str, str]:
+def _headers(bucket: BucketMD, md: ObjectMD) -> dict[str, str]:
     return {"x-amz-version-id": external_version_id(md)} if bucket.versioning_status is not None else {}
 
 
@@ -156,7 +153,7 @@ def _headers(bucket: BucketInfo, md: dict[str, Any]) -> dict[str, str]:
 async def put_object_tagging(ctx: RequestContext) -> Response:
     tags = validate_tags(parse_tagging_document(await read_xml_body(ctx)))
     bucket, md = await _target(ctx, writing=True)
-    md["tags"] = tags
+    md.tags = tags
     await rewrite_version(ctx, bucket, md)
     return Response(status_code=200, headers=_headers(bucket, md))
 
@@ -164,14 +161,14 @@ async def put_object_tagging(ctx: RequestContext) -> Response:
 @action("GetObjectTagging")
 async def get_object_tagging(ctx: RequestContext) -> Response:
     bucket, md = await _target(ctx)
-    return tagging_response((md.get("tags") or {}).items(), headers=_headers(bucket, md))
+    return tagging_response(md.tags.items(), headers=_headers(bucket, md))
 
 
 @action("DeleteObjectTagging")
 async def delete_object_tagging(ctx: RequestContext) -> Response:
     bucket, md = await _target(ctx)
-    if md.get("tags"):
-        md["tags"] = {}
+    if md.tags:
+        md.tags = {}
         await rewrite_version(ctx, bucket, md)
     return Response(status_code=204, headers=_headers(bucket, md))
 
@@ -195,21 +192,21 @@ def validate_bucket_tags(pairs: list[tuple[str, str]]) -> list[dict[str, str]]:
     return [{"Value": value, "Key": key} for key, value in pairs]
 
 
-def _stored_bucket_tags(bucket: BucketInfo) -> list[tuple[str, str]]:
-    tags = bucket.raw.get("tags") or []
+def _stored_bucket_tags(bucket: BucketMD) -> list[tuple[str, str]]:
+    tags = bucket.tags
     if isinstance(tags, dict):   # tolerate the object form {key: value}
         return list(tags.items())
     return [(str(t.get("Key", "")), str(t.get("Value", ""))) for t in tags if isinstance(t, dict)]
 
 
-async def _store_bucket_tags(ctx: RequestContext, bucket: BucketInfo, tags: list[dict[str, str]]) -> None:
-    bucket.raw["tags"] = tags
-    await ctx.services.metadata.put([METASTORE], bucket.name, bucket.serialize(), {})
+async def _store_bucket_tags(ctx: RequestContext, bucket: BucketMD, tags: list[dict[str, str]]) -> None:
+    bucket.tags = tags
+    await ctx.store.put_bucket(bucket)
 
 
 @action("PutBucketTagging")
 async def put_bucket_tagging(ctx: RequestContext) -> Response:
-    bucket = await ctx.authorized_bucket()
+    bucket = ctx.bucket_md
     tags = validate_bucket_tags(parse_tagging_document(await read_xml_body(ctx)))
     await _store_bucket_tags(ctx, bucket, tags)
     return Response(status_code=204)
@@ -217,7 +214,7 @@ async def put_bucket_tagging(ctx: RequestContext) -> Response:
 
 @action("GetBucketTagging")
 async def get_bucket_tagging(ctx: RequestContext) -> Response:
-    bucket = await ctx.authorized_bucket()
+    bucket = ctx.bucket_md
     pairs = _stored_bucket_tags(bucket)
     if not pairs:
         raise S3Error("NoSuchTagSet", BucketName=bucket.name)
@@ -226,7 +223,7 @@ async def get_bucket_tagging(ctx: RequestContext) -> Response:
 
 @action("DeleteBucketTagging")
 async def delete_bucket_tagging(ctx: RequestContext) -> Response:
-    bucket = await ctx.authorized_bucket()
-    if bucket.raw.get("tags"):
+    bucket = ctx.bucket_md
+    if bucket.tags:
         await _store_bucket_tags(ctx, bucket, [])
     return Response(status_code=204)

@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.limits import MAX_PAGE
+from gateway.store import VERSIONS_END
 from shared import versionid
 
 # filter() return codes (Arsenal `constants`).
@@ -18,12 +20,11 @@ FILTER_SKIP = 0
 FILTER_END = -1
 
 # S3 page size used when the caller gives none (the gateway also caps requests at this value).
-DEFAULT_MAX_KEYS = 1000
+DEFAULT_MAX_KEYS = MAX_PAGE
 
-# Version key = master key + VERSION_SEPARATOR + versionId (docs/metadata-keys.md#object-keys).
+# Version key = master key + VERSION_SEPARATOR + versionId (docs/metadata-keys.md#object-keys); key + VERSIONS_END
+# (gateway/store.py) is the smallest string after every version key of key.
 VERSION_SEPARATOR = versionid.SEPARATOR
-# Smallest string after every `key + VERSION_SEPARATOR + ...`: the lower bound that skips all versions of key.
-AFTER_VERSIONS_SUFFIX = chr(ord(VERSION_SEPARATOR) + 1)
 # Version id listed for a master written without versioning.
 NULL_VERSION_ID = versionid.EXTERNAL_NULL
 
@@ -54,7 +55,7 @@ def inc(s: str) -> str | None:
 
 def after_versions(key: str) -> str:
     """Lower bound (gte) just past `key` and all its version keys `key\\0<vid>`."""
-    return key + AFTER_VERSIONS_SUFFIX
+    return key + VERSIONS_END
 
 
 def _json_flag(value: str, field: str) -> bool:

@@ -1,7 +1,7 @@
 """Runs a listing algorithm over metadata read streams: skip-ahead, early stop, stream closing.
 
-`open_stream(options)` is the metadata read stream of one sublevel (in production
-`functools.partial(metadata_client.read_stream, [bucket])`): an async iterator of {"key", "value"}
+`open_stream(options)` is a metadata read stream over one keyspace (in production
+`Store.object_stream(bucket)` or `Store.upload_stream(bucket)`): an async iterator of {"key", "value"}
 in key order, honouring gt/gte/lt/lte. The driver reads only what the page needs: it stops at the
 algorithm's FILTER_END (one look-ahead entry past the page) and, when the algorithm reports a run
 of keys it would only skip (a folder already returned as a common prefix, the versions of a key),

@@ -19,14 +19,8 @@ from typing import Any
 from gateway.listing.common import (DEFAULT_MAX_KEYS, FILTER_ACCEPT, FILTER_END, FILTER_SKIP, Entry, ListingAlgorithm,
                                     SkipHint, inc, resolve_max_keys)
 from gateway.listing.delimiter import common_prefix
-
-MPU_SPLITTER = "..|.."
-MPU_OVERVIEW_PREFIX = "overview" + MPU_SPLITTER
-
-
-def overview_key(object_key: str, upload_id: str) -> str:
-    """The shadow-bucket key of an upload's overview entry."""
-    return MPU_OVERVIEW_PREFIX + object_key + MPU_SPLITTER + upload_id
+from gateway.store import MPU_OVERVIEW_PREFIX, overview_key  # the store's overview key layout, walked here
+from gateway.store import SPLITTER as MPU_SPLITTER
 
 
 def _folder_is_contiguous(folder_tail: str) -> bool:
@@ -77,7 +71,7 @@ class MPU(ListingAlgorithm):
         assert upper is not None  # the range prefix starts with "overview"
         if self.key_marker:
             # Past the marker upload (or all uploads of key_marker when no upload id is given).
-            candidates = [inc(MPU_OVERVIEW_PREFIX + self.key_marker + MPU_SPLITTER + self.upload_id_marker)]
+            candidates = [inc(overview_key(self.key_marker, self.upload_id_marker))]
             folder = common_prefix(self.key_marker, self.prefix, self.delimiter)
             if folder is not None and _folder_is_contiguous(folder[len(self.prefix):]):
                 # A marker inside a folder (e.g. a NextKeyMarker that is a common prefix) skips the folder.

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.listing.common import (AFTER_VERSIONS_SUFFIX, FILTER_ACCEPT, FILTER_END, FILTER_SKIP, NULL_VERSION_ID,
-                                    VERSION_SEPARATOR, Entry, ListingAlgorithm, SkipHint, inc, is_phd,
-                                    resolve_max_keys, version_id_of)
+from gateway.listing.common import (FILTER_ACCEPT, FILTER_END, FILTER_SKIP, NULL_VERSION_ID, VERSION_SEPARATOR, Entry,
+                                    ListingAlgorithm, SkipHint, after_versions, inc, is_phd, resolve_max_keys,
+                                    version_id_of)
 from gateway.listing.delimiter import common_prefix, folder_range, marker_is_lower_bound
 
 
@@ -52,7 +52,7 @@ class DelimiterVersions(ListingAlgorithm):
                 params["gte"] = self.key_marker + VERSION_SEPARATOR + self.version_id_marker
             else:
                 # gte, not current Arsenal's gt: `key_marker + "\x01"` is itself a valid key and must be listed.
-                params["gte"] = self.key_marker + AFTER_VERSIONS_SUFFIX
+                params["gte"] = after_versions(self.key_marker)
         return params
 
     def filter(self, entry: Entry) -> int:

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from gateway.app import request_fields
+from gateway.server import request_fields
 from tests.integration.conftest import make_client
 from tests.procs import Dmd, Gateway, start_dmd, start_gateway
 

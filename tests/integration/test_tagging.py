@@ -9,7 +9,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from gateway.metadata.client import RemoteMetadataClient
-from gateway.models import METASTORE
+from gateway.store import METASTORE
 from tests.integration.conftest import ACCESS_KEY2, SECRET_KEY2, make_client
 from tests.integration.test_multipart import against_moto, error_code, signed, status
 
@@ -53,7 +53,7 @@ def test_untagged_bucket_answers_no_such_tag_set_with_body(gateway, bucket):
 
 
 async def test_bucket_tags_are_stored_in_the_bucket_attributes_in_the_original_shape(s3_file, dmd, bucket_name):
-    """The original's BucketInfo keeps `tags` as [{"Value", "Key"}] in request order."""
+    """The original's BucketMD keeps `tags` as [{"Value", "Key"}] in request order."""
     s3_file.create_bucket(Bucket=bucket_name)
     s3_file.put_bucket_tagging(Bucket=bucket_name, Tagging={"TagSet": TAGS})
     client = RemoteMetadataClient("127.0.0.1", dmd.metadata_port)

@@ -1,0 +1,120 @@
+"""The store layer over the in-process engine: key layout, versioning options, upload records."""
+from __future__ import annotations
+
+import pytest
+
+from gateway.metadata import LocalMetadataClient
+from gateway.models import BucketMD, ObjectMD, new_object_md, now_iso
+from gateway.store import METASTORE, USERS_BUCKET, Store, overview_key, part_key, shadow_bucket
+from shared.metastore import MemoryKV, MetaStore
+
+
+@pytest.fixture
+async def store():
+    s = Store(LocalMetadataClient(MetaStore(MemoryKV(), replication_group_id="RG001")), "RG001")
+    await s.connect()
+    await s.setup()
+    yield s
+    await s.close()
+
+
+def _md(key: str, etag: str = "e") -> ObjectMD:
+    return new_object_md(key, "owner", "Owner", size=1, md5=etag, location=None, data_store_name="us-east-1",
+                        headers={}, user_meta={})
+
+
+async def test_created_bucket_is_listed_for_its_owner_and_gone_after_delete(store):
+    info = BucketMD("b1", "owner", "Owner", now_iso())
+    await store.create_bucket(info)
+    await store.create_bucket(BucketMD("b2", "owner", "Owner", now_iso()))
+    await store.create_bucket(BucketMD("c", "other", "Other", now_iso()))
+    assert [n async for n in store.owned_bucket_names("owner")] == ["b1", "b2"]
+    assert [n async for n in store.owned_bucket_names("owner", after="b1")] == ["b2"]
+    assert (await store.get_bucket("b1")).owner == "owner"
+    await store.delete_bucket(info)
+    assert await store.get_bucket("b1") is None
+    assert [n async for n in store.owned_bucket_names("owner")] == ["b2"]
+    # The raw layout is the original's: one key per bucket in __metastore and users..bucket.
+    assert await store.client.get([METASTORE], "b2", {})
+    assert await store.client.get([USERS_BUCKET], "owner..|..b2", {})
+
+
+async def test_versioned_puts_keep_every_version_and_deletes_repair_the_master(store):
+    await store.create_bucket(BucketMD("v", "owner", "Owner", now_iso()))
+    v1 = await store.put_object("v", "k", _md("k", "one"), versioning=True)
+    v2 = await store.put_object("v", "k", _md("k", "two"), versioning=True)
+    assert v1 and v2 and v1 != v2
+    assert (await store.get_object("v", "k")).etag == "two"
+    assert (await store.get_object("v", "k", v1)).etag == "one"
+    assert [md.etag async for md in store.versions_of("v", "k")] == ["two", "two", "one"]
+    await store.delete_object("v", "k", v2)
+    assert (await store.get_object("v", "k")).etag == "one"
+    assert await store.bucket_has_versions("v")
+    await store.delete_object("v", "k", v1)
+    assert await store.get_object("v", "k", v1) is None
+
+
+async def test_plain_put_has_no_version_and_delete_empties_the_bucket(store):
+    await store.create_bucket(BucketMD("p", "owner", "Owner", now_iso()))
+    assert await store.put_object("p", "k", _md("k")) is None
+    assert (await store.get_object("p", "k")).version_id is None
+    await store.delete_object("p", "k")
+    assert await store.get_object("p", "k") is None
+    assert not await store.bucket_has_versions("p")
+
+
+async def test_upload_records_live_in_the_shadow_bucket_in_part_order(store):
+    await store.put_upload("m", "obj", "u" * 32, {"key": "obj"})
+    for n in (3, 1, 2, 10):
+        await store.put_part("m", "u" * 32, n, {"partNumber": n})
+    assert await store.bucket_has_uploads("m")
+    assert [n for n, _ in await store.parts("m", "u" * 32)] == [1, 2, 3, 10]
+    assert [n for n, _ in await store.parts("m", "u" * 32, after=2, limit=1)] == [3]
+    assert await store.client.get([shadow_bucket("m")], overview_key("obj", "u" * 32), {})
+    assert await store.client.get([shadow_bucket("m")], part_key("u" * 32, 10), {})
+    await store.delete_part("m", "u" * 32, 3)
+    assert [n for n, _ in await store.parts("m", "u" * 32)] == [1, 2, 10]
+    await store.delete_upload("m", "obj", "u" * 32)
+    assert await store.get_upload("m", "obj", "u" * 32) is None
+
+
+async def test_get_part_reads_one_part_record(store):
+    await store.put_part("g", "u" * 32, 7, {"content-md5": "m7"})
+    # The stored value carries its own key, as the original's part records do.
+    assert (await store.get_part("g", "u" * 32, 7)) == {"content-md5": "m7", "key": "u" * 32 + "..|..00007"}
+    assert await store.get_part("g", "u" * 32, 8) is None
+    await store.delete_part("g", "u" * 32, 7)
+    assert await store.get_part("g", "u" * 32, 7) is None
+
+
+async def test_owned_bucket_names_first_starts_at_a_name_included(store):
+    for name in ("a1", "b1", "b2", "c1"):
+        await store.create_bucket(BucketMD(name, "owner", "Owner", now_iso()))
+    await store.create_bucket(BucketMD("b0", "other", "Other", now_iso()))
+    assert [n async for n in store.owned_bucket_names("owner", first="b1")] == ["b1", "b2", "c1"]
+    assert [n async for n in store.owned_bucket_names("owner", first="b")] == ["b1", "b2", "c1"]
+    assert [n async for n in store.owned_bucket_names("owner", first="d")] == []
+
+
+def test_store_sublevel_names_are_reserved_bucket_names(store):
+    assert store.reserves_bucket_name(METASTORE) and store.reserves_bucket_name(USERS_BUCKET)
+    assert store.reserves_bucket_name(shadow_bucket("b").lower())
+    assert not store.reserves_bucket_name("mybucket")
+
+
+async def test_bucket_has_versions_skips_placeholder_masters_and_repairs_lone_ones(store):
+    await store.create_bucket(BucketMD("h", "owner", "Owner", now_iso()))
+    assert not await store.bucket_has_versions("h")
+    # A placeholder with nothing behind it (its repair never ran): the get repairs it away.
+    await store.client.put(["h"], "orphan", '{ "isPHD": true, "versionId": "98765432109876RG001  1.2.3" }', {})
+    assert not await store.bucket_has_versions("h")
+    assert not await store.bucket_has_versions("h")
+    # A placeholder over a version: the version counts.
+    v1 = await store.put_object("h", "k", _md("k", "one"), versioning=True)
+    v2 = await store.put_object("h", "k", _md("k", "two"), versioning=True)
+    await store.delete_object("h", "k", v2)
+    assert await store.bucket_has_versions("h")
+    await store.delete_object("h", "k", v1)
+    assert not await store.bucket_has_versions("h")
+    await store.put_object("h", "plain", _md("plain"))
+    assert await store.bucket_has_versions("h")
