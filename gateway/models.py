@@ -326,3 +326,175 @@ class ObjectMD(dict):
                     "last-modified": ts, "key": key, "location": None, "isDeleteMarker": True,
                     "x-amz-storage-class": "STANDARD", "md-model-version": OBJECT_MODEL_VERSION,
                     "dataStoreName": "", "originOp": "s3:ObjectRemoved:DeleteMarkerCreated", "tags": {}})
+
+
+# ---------------------------------------------------------------- multipart upload records
+
+PART_MODEL_VERSION = 3   # md-model-version of a part record (docs/metadata-keys.md#mpu-part)
+# Request headers CreateMultipartUpload stores in the overview under their HTTP names, for the
+# object Complete creates (x-amz-tagging is applied as the object's tags).
+UPLOAD_HEADERS = (*STORED_HEADERS, "content-type", "x-amz-website-redirect-location", "x-amz-tagging")
+COMPLETE_IN_PROGRESS = "completeInProgress"
+
+
+class UploadMD(dict):
+    """One multipart upload's overview record (docs/metadata-keys.md#mpu-overview), with typed accessors.
+
+    Like ObjectMD, the document stays a mapping of the original CloudServer's field names, so that
+    a read-modify-write (Complete marking it `completeInProgress`) keeps every field, ours and the
+    original's.
+    """
+
+    __slots__ = ()
+
+    @classmethod
+    def new(cls, upload_id: str, key: str, bucket: str, *, owner_id: str, owner_name: str, storage_class: str,
+            location: str, acl: dict[str, Any], headers: dict[str, str], user_meta: dict[str, str],
+            checksum_algorithm: str | None = None, checksum_type: str | None = None) -> "UploadMD":
+        """The overview CreateMultipartUpload writes. `headers` are the request's (lower-case names):
+        the UPLOAD_HEADERS are stored as sent, "" when absent."""
+        md = cls({
+            "id": upload_id, "uploadId": upload_id, "key": key, "eventualStorageBucket": bucket,
+            "initiated": now_iso(), "owner-id": owner_id, "owner-display-name": owner_name,
+            "initiator": {"ID": owner_id, "DisplayName": owner_name}, "x-amz-storage-class": storage_class,
+            "controllingLocationConstraint": location, "dataStoreName": location, "acl": acl,
+            COMPLETE_IN_PROGRESS: False,
+        })
+        for name in UPLOAD_HEADERS:
+            md[name] = headers.get(name, "")
+        md.update(user_meta)
+        if checksum_algorithm is not None:
+            md["checksumAlgorithm"], md["checksumType"] = checksum_algorithm, checksum_type
+        return md
+
+    @property
+    def upload_id(self) -> str:
+        return self.get("uploadId", "")
+
+    @property
+    def key(self) -> str:
+        return self.get("key", "")
+
+    @property
+    def initiated(self) -> str:
+        return self.get("initiated", "")
+
+    @property
+    def owner_id(self) -> str:
+        return self.get("owner-id", "")
+
+    @property
+    def owner_display_name(self) -> str:
+        return self.get("owner-display-name", "")
+
+    @property
+    def initiator_id(self) -> str:
+        """The initiator's canonical id (the owner's when the record names no initiator)."""
+        return (self.get("initiator") or {}).get("ID", self.owner_id)
+
+    @property
+    def initiator_display_name(self) -> str:
+        return (self.get("initiator") or {}).get("DisplayName", self.owner_display_name)
+
+    @property
+    def storage_class(self) -> str:
+        return self.get("x-amz-storage-class") or "STANDARD"
+
+    @property
+    def location(self) -> str:
+        """The location constraint the upload's data goes to."""
+        return self.get("controllingLocationConstraint") or self.data_store_name
+
+    @property
+    def data_store_name(self) -> str:
+        return self.get("dataStoreName", "")
+
+    @property
+    def acl(self) -> dict[str, Any]:
+        return self.get("acl") or canned_acl(bucket=False)
+
+    @property
+    def checksum_algorithm(self) -> str | None:
+        """The checksum algorithm requested at creation (every part must carry it), or None."""
+        return self.get("checksumAlgorithm") or None
+
+    @property
+    def checksum_type(self) -> str | None:
+        """COMPOSITE or FULL_OBJECT, with an algorithm; None without."""
+        return self.get("checksumType") or None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The stored UPLOAD_HEADERS, "" for those not sent."""
+        return {name: str(self.get(name) or "") for name in UPLOAD_HEADERS}
+
+    @property
+    def tagging(self) -> str | None:
+        """The x-amz-tagging header sent at creation (a URL-encoded tag set), None when none."""
+        return self.get("x-amz-tagging") or None
+
+    @property
+    def user_metadata(self) -> dict[str, str]:
+        return {k: v for k, v in self.items() if k.startswith(USER_META_PREFIX)}
+
+    @property
+    def complete_in_progress(self) -> bool:
+        """Set before Complete commits the object (docs/durability.md#multipart-uploads)."""
+        return bool(self.get(COMPLETE_IN_PROGRESS))
+
+    @complete_in_progress.setter
+    def complete_in_progress(self, value: bool) -> None:
+        self[COMPLETE_IN_PROGRESS] = value
+
+
+class PartMD(dict):
+    """One uploaded part's record (docs/metadata-keys.md#mpu-part, md-model-version 3), with typed
+    accessors over the original's field names (unknown fields are kept)."""
+
+    __slots__ = ()
+
+    @classmethod
+    def new(cls, size: int, md5_hex: str, locations: list[dict[str, Any]] | None,
+            checksum: tuple[str, str] | None) -> "PartMD":
+        """The record UploadPart / UploadPartCopy write; `checksum` is (algorithm, base64 value).
+        The store adds the record's own key."""
+        md = cls({"md-model-version": PART_MODEL_VERSION, "partLocations": locations or [],
+                  "last-modified": now_iso(), "content-md5": md5_hex, "content-length": size})
+        if checksum is not None:
+            md["checksum"] = {"checksumAlgorithm": checksum[0], "checksumValue": checksum[1]}
+        return md
+
+    @property
+    def model_version(self) -> int | None:
+        return self.get("md-model-version")
+
+    @property
+    def locations(self) -> list[dict[str, Any]]:
+        """The part's data locations ([] for an empty part)."""
+        return self.get("partLocations") or []
+
+    @property
+    def last_modified(self) -> str:
+        return self.get("last-modified", "")
+
+    @property
+    def etag(self) -> str:
+        """The part's hex MD5 (its ETag without quotes)."""
+        return self.get("content-md5", "")
+
+    @property
+    def size(self) -> int:
+        return int(self.get("content-length", 0) or 0)
+
+    @property
+    def checksum(self) -> dict[str, Any] | None:
+        """{"checksumAlgorithm", "checksumValue"} the part carried, or None."""
+        return self.get("checksum") or None
+
+    @property
+    def checksum_algorithm(self) -> str | None:
+        return (self.checksum or {}).get("checksumAlgorithm") or None
+
+    @property
+    def checksum_value(self) -> str | None:
+        return (self.checksum or {}).get("checksumValue") or None

@@ -20,7 +20,7 @@ import functools
 import json
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 
-from gateway.models import BucketMD, ObjectMD, now_iso
+from gateway.models import BucketMD, ObjectMD, PartMD, UploadMD, now_iso
 from shared import jsoncodec, versionid
 from shared.metastore.errors import MetadataError
 
@@ -35,8 +35,7 @@ MPU_SHADOW_PREFIX = "mpuShadowBucket"
 MPU_OVERVIEW_PREFIX = "overview" + SPLITTER
 PART_NUMBER_DIGITS = 5
 ADMIN_OWNER = "admin"
-# key + VERSIONS_END bounds "the master and every version key of key" (versions are key + "\0" + id).
-VERSIONS_END = "\x01"
+VERSIONS_END = versionid.VERSIONS_END
 
 OpenStream = Callable[[dict[str, Any]], AsyncIterator[dict[str, Any]]]
 
@@ -210,16 +209,17 @@ class Store:
 
     # ------------------------------------------------------------ multipart uploads
 
-    async def get_upload(self, bucket: str, key: str, upload_id: str) -> dict[str, Any] | None:
-        return await self._find([shadow_bucket(bucket)], overview_key(key, upload_id))
+    async def get_upload(self, bucket: str, key: str, upload_id: str) -> UploadMD | None:
+        doc = await self._find([shadow_bucket(bucket)], overview_key(key, upload_id))
+        return None if doc is None else UploadMD(doc)
 
-    async def put_upload(self, bucket: str, key: str, upload_id: str, overview: dict[str, Any]) -> None:
+    async def put_upload(self, bucket: str, key: str, upload_id: str, overview: UploadMD) -> None:
         await self.client.put([shadow_bucket(bucket)], overview_key(key, upload_id), json.dumps(overview), {})
 
     async def delete_upload(self, bucket: str, key: str, upload_id: str) -> None:
         await self.client.delete([shadow_bucket(bucket)], overview_key(key, upload_id), {})
 
-    async def put_part(self, bucket: str, upload_id: str, part_number: int, value: dict[str, Any]) -> None:
+    async def put_part(self, bucket: str, upload_id: str, part_number: int, value: PartMD) -> None:
         key = part_key(upload_id, part_number)
         # The original's part value carries its own store key.
         await self.client.put([shadow_bucket(bucket)], key, json.dumps({**value, "key": key}), {})
@@ -228,17 +228,17 @@ class Store:
         await self.client.delete([shadow_bucket(bucket)], part_key(upload_id, part_number), {})
 
     async def parts(self, bucket: str, upload_id: str, after: int = 0,
-                    limit: int | None = None) -> list[tuple[int, dict[str, Any]]]:
-        """(part number, value) of the upload's parts numbered above `after`, in order."""
+                    limit: int | None = None) -> list[tuple[int, PartMD]]:
+        """(part number, record) of the upload's parts numbered above `after`, in order."""
         prefix = upload_id + SPLITTER
         options: dict[str, Any] = {"gt": part_key(upload_id, after), "lt": _after(prefix)}
         if limit is not None:
             options["limit"] = limit
-        found: list[tuple[int, dict[str, Any]]] = []
+        found: list[tuple[int, PartMD]] = []
         stream = self.client.read_stream([shadow_bucket(bucket)], options)
         try:
             async for entry in stream:
-                found.append((part_number_of(entry["key"]), jsoncodec.loads(entry["value"])))
+                found.append((part_number_of(entry["key"]), PartMD(jsoncodec.loads(entry["value"]))))
                 if limit is not None and len(found) >= limit:
                     break
         finally:
@@ -249,9 +249,10 @@ class Store:
         """Opens read streams over a bucket's upload records, for the MPU listing algorithm."""
         return functools.partial(self.client.read_stream, [shadow_bucket(bucket)])
 
-    async def get_part(self, bucket: str, upload_id: str, part_number: int) -> dict[str, Any] | None:
+    async def get_part(self, bucket: str, upload_id: str, part_number: int) -> PartMD | None:
         """One part's record, None when the part was never uploaded (or is gone)."""
-        return await self._find([shadow_bucket(bucket)], part_key(upload_id, part_number))
+        doc = await self._find([shadow_bucket(bucket)], part_key(upload_id, part_number))
+        return None if doc is None else PartMD(doc)
 
     # ------------------------------------------------------------ buckets (CreateBucket, DeleteBucket, ListBuckets)
 

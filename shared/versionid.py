@@ -17,6 +17,8 @@ import threading
 import time
 
 SEPARATOR = "\x00"          # between an object key and its version id (VersionId.Separator)
+# key + VERSIONS_END bounds "the master and every version key of key" (the character after SEPARATOR).
+VERSIONS_END = chr(ord(SEPARATOR) + 1)
 EXTERNAL_NULL = "null"      # ExternalNullVersionId: the null version, never encoded
 
 LENGTH_TS = 14              # inverted epoch in ms ("good until 5138")

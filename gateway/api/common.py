@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timezone
-from email.utils import format_datetime, parsedate_to_datetime
+from email.utils import format_datetime
 from typing import Any
 
 from starlette.responses import Response
 
 from gateway.auth.payload import VerifiedBody
+from gateway.auth.request import parse_http_date
 from gateway.context import RequestContext
 from gateway.limits import MAX_USER_METADATA_BYTES
 from gateway.models import USER_META_PREFIX, ObjectMD, parse_iso
@@ -28,11 +29,12 @@ def xml_response(el: Any, status: int = 200, headers: dict[str, str] | None = No
     return Response(to_bytes(el), status_code=status, headers=headers, media_type="application/xml")
 
 
-async def read_xml_body(ctx: RequestContext) -> bytes:
+async def read_xml_body(ctx: RequestContext, headers: Any = None) -> bytes:
     """A request document (bucket and object configuration XML), verified like any body:
     x-amz-content-sha256, Content-MD5 and checksums, aws-chunked decoding. Refused
-    (MalformedXML) past MAX_XML_BYTES without reading the rest."""
-    body = VerifiedBody(ctx.auth, ctx.auth_request, ctx.request.stream())
+    (MalformedXML) past MAX_XML_BYTES without reading the rest. `headers` replaces the
+    request's headers as the verifier sees them (an object with `header(name)`)."""
+    body = VerifiedBody(ctx.auth, headers or ctx.auth_request, ctx.request.stream())
     if body.expected_size is not None and body.expected_size > MAX_XML_BYTES:
         raise S3Error("MalformedXML", "The XML you provided was too large")
     pieces: list[bytes] = []
@@ -50,16 +52,14 @@ def http_date(iso: str) -> str:
 
 
 def _parse_http_date(value: str) -> datetime | None:
-    try:
-        dt = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    """A condition's date: what request signing accepts (RFC 1123, ISO 8601 basic), or ISO 8601."""
+    dt = parse_http_date(value)
+    if dt is None:
         try:
-            dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         except ValueError:
             return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
 def _etag_matches(header: str, etag: str) -> bool:

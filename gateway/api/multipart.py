@@ -2,8 +2,8 @@
 AbortMultipartUpload, ListParts, ListMultipartUploads.
 
 Upload state is the store's upload records (gateway/store.py, docs/metadata-keys.md#mpu-shadow-bucket):
-one overview per upload and one record per uploaded part. Part data is written once; Complete builds
-the object's location list from the chosen parts (no data copy).
+one overview per upload (models.UploadMD) and one record per uploaded part (models.PartMD). Part data
+is written once; Complete builds the object's location list from the chosen parts (no data copy).
 
 Data is never freed while something may still reference it (docs/durability.md#multipart-uploads):
 - a re-uploaded part frees the data it replaced only after the new part metadata is committed, and
@@ -27,31 +27,28 @@ from urllib.parse import quote
 from starlette.responses import Response
 
 from gateway import checksums
-from gateway.api.common import check_write_conditions, user_metadata, xml_response
+from gateway.api.common import check_write_conditions, read_xml_body, user_metadata, xml_response
 from gateway.api.copy import check_copy_size, copy_data, read_copy_source
 from gateway.api.listing import parse_max_keys, url_encoder
 from gateway.api.object import store_body
 from gateway.api.parts import MAX_PART_NUMBER, MIN_PART_NUMBER, parse_part_number, part_number_argument_error
 from gateway.api.tagging import tags_from_header
-from gateway.auth.payload import VerifiedBody
 from gateway.context import RequestContext
 from gateway.limits import MAX_PAGE
 from gateway.listing import MPU, list_entries
-from gateway.models import EMPTY_MD5, STORED_HEADERS, BucketMD, ObjectMD, canned_acl, new_object_md, now_iso
+from gateway.models import (EMPTY_MD5, BucketMD, ObjectMD, PartMD, UploadMD, canned_acl, checksum_record,
+                            new_object_md)
 from gateway.objectdata import free_locations, part_location, part_md5_of_location, part_number_of_location
 from gateway.router import action
 from gateway.versioning import commit_version, external_version_id, refuse_version_id
-from gateway.xml import MAX_XML_BYTES, child_text, children, local, parse, root, sub
+from gateway.xml import child_text, children, local, parse, root, sub
 from shared import jsoncodec
 from shared.errors import S3Error
 
 MIN_PART_SIZE = 5 * 1024 * 1024                     # AWS: every part but the last >= 5 MiB
-PART_MODEL_VERSION = 3                              # md-model-version of a part value (docs/metadata-keys.md#mpu-part)
-COMPLETE_IN_PROGRESS = "completeInProgress"         # overview flag set before the object commit
 CHECKSUM_TYPES = ("COMPOSITE", "FULL_OBJECT")
 _UPLOAD_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 _COPY_RANGE_RE = re.compile(r"^bytes=(\d+)-(\d+)$")
-_OVERVIEW_HEADERS = (*STORED_HEADERS, "content-type", "x-amz-website-redirect-location", "x-amz-tagging")
 _COPY_RANGE_MESSAGE = ("The x-amz-copy-source-range value must be of the form bytes=first-last where first and last "
                        "are the zero-based offsets of the first and last bytes to copy")
 VALID_STORAGE_CLASSES = ("STANDARD", "REDUCED_REDUNDANCY", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING",
@@ -64,14 +61,14 @@ def _no_such_upload(upload_id: str) -> S3Error:
     return S3Error("NoSuchUpload", UploadId=upload_id)
 
 
-async def _find_overview(ctx: RequestContext, bucket: BucketMD, key: str, upload_id: str) -> dict[str, Any] | None:
+async def _find_overview(ctx: RequestContext, bucket: BucketMD, key: str, upload_id: str) -> UploadMD | None:
     """The upload's overview, or None (also for ids we could never have issued)."""
     if not _UPLOAD_ID_RE.match(upload_id):
         return None
     return await ctx.store.get_upload(bucket.name, key, upload_id)
 
 
-async def _overview(ctx: RequestContext, bucket: BucketMD, key: str, upload_id: str) -> dict[str, Any]:
+async def _overview(ctx: RequestContext, bucket: BucketMD, key: str, upload_id: str) -> UploadMD:
     """The upload's overview, or NoSuchUpload."""
     found = await _find_overview(ctx, bucket, key, upload_id)
     if found is None:
@@ -97,10 +94,6 @@ async def _free(ctx: RequestContext, locations: list[dict[str, Any]] | None) -> 
 
 async def _free_unless(ctx: RequestContext, locations: list[dict[str, Any]] | None, keep: set[str]) -> None:
     await _free(ctx, [loc for loc in locations or [] if loc.get("key") not in keep])
-
-
-def _upload_checksum(overview: dict[str, Any]) -> tuple[str | None, str | None]:
-    return overview.get("checksumAlgorithm"), overview.get("checksumType")
 
 
 # ---------------------------------------------------------------- CreateMultipartUpload
@@ -144,21 +137,11 @@ async def create_multipart_upload(ctx: RequestContext) -> Response:
     algorithm, checksum_type = _requested_checksum(ctx)
     tags_from_header(ctx.headers.get("x-amz-tagging"))   # refused here as PutObject refuses it; applied on Complete
     upload_id = uuid.uuid4().hex
-    location = bucket.location
-    owner = {"ID": ctx.account.canonical_id, "DisplayName": ctx.account.name}
-    overview: dict[str, Any] = {
-        "id": upload_id, "uploadId": upload_id, "key": key, "eventualStorageBucket": bucket.name,
-        "initiated": now_iso(), "owner-id": ctx.account.canonical_id, "owner-display-name": ctx.account.name,
-        "initiator": owner, "x-amz-storage-class": storage_class,
-        "controllingLocationConstraint": location, "dataStoreName": location,
-        "acl": canned_acl(ctx.headers.get("x-amz-acl", "private"), bucket=False),
-        COMPLETE_IN_PROGRESS: False,
-    }
-    for name in _OVERVIEW_HEADERS:
-        overview[name] = ctx.headers.get(name, "")
-    overview.update(meta)
-    if algorithm is not None:
-        overview["checksumAlgorithm"], overview["checksumType"] = algorithm, checksum_type
+    overview = UploadMD.new(upload_id, key, bucket.name, owner_id=ctx.account.canonical_id,
+                            owner_name=ctx.account.name, storage_class=storage_class, location=bucket.location,
+                            acl=canned_acl(ctx.headers.get("x-amz-acl", "private"), bucket=False),
+                            headers=ctx.headers, user_meta=meta, checksum_algorithm=algorithm,
+                            checksum_type=checksum_type)
     await ctx.store.put_upload(bucket.name, key, upload_id, overview)
     doc = root("InitiateMultipartUploadResult")
     sub(doc, "Bucket", bucket.name)
@@ -172,9 +155,9 @@ async def create_multipart_upload(ctx: RequestContext) -> Response:
 
 # ---------------------------------------------------------------- UploadPart / UploadPartCopy
 
-def _check_part_checksum(overview: dict[str, Any], checksum: tuple[str, str] | None) -> None:
+def _check_part_checksum(overview: UploadMD, checksum: tuple[str, str] | None) -> None:
     """A part of an upload created with a checksum algorithm carries that algorithm's checksum."""
-    algorithm, _ = _upload_checksum(overview)
+    algorithm = overview.checksum_algorithm
     if algorithm is None:
         return   # parts may carry any checksum (SDKs add CRC32 by default); it is kept, not required
     actual = checksum[0] if checksum is not None else None
@@ -183,22 +166,13 @@ def _check_part_checksum(overview: dict[str, Any], checksum: tuple[str, str] | N
                       f"{algorithm.lower()}, actual checksum Type: {(actual or 'null').lower()}")
 
 
-def _part_value(size: int, md5_hex: str, locations: list[dict[str, Any]] | None,
-                checksum: tuple[str, str] | None) -> dict[str, Any]:
-    value: dict[str, Any] = {"md-model-version": PART_MODEL_VERSION, "partLocations": locations or [],
-                             "last-modified": now_iso(), "content-md5": md5_hex, "content-length": size}
-    if checksum is not None:
-        value["checksum"] = {"checksumAlgorithm": checksum[0], "checksumValue": checksum[1]}
-    return value
-
-
 async def _commit_part(ctx: RequestContext, bucket: BucketMD, key: str, upload_id: str, part_number: int,
-                       value: dict[str, Any]) -> None:
+                       part: PartMD) -> None:
     """Write a part's metadata, then free the data of the part it replaced (see the module docstring)."""
-    new_locations = value["partLocations"]
+    new_locations = part.locations
     try:
         previous = await ctx.store.get_part(bucket.name, upload_id, part_number)
-        await ctx.store.put_part(bucket.name, upload_id, part_number, value)
+        await ctx.store.put_part(bucket.name, upload_id, part_number, part)
     except BaseException:
         await _free(ctx, new_locations)
         raise
@@ -210,9 +184,9 @@ async def _commit_part(ctx: RequestContext, bucket: BucketMD, key: str, upload_i
         keep = await _completed_data_keys(ctx, bucket, key, upload_id)
         await _free_unless(ctx, new_locations, keep)
         raise _no_such_upload(upload_id)
-    if previous is not None and not overview.get(COMPLETE_IN_PROGRESS):
+    if previous is not None and not overview.complete_in_progress:
         new_keys = {loc["key"] for loc in new_locations}
-        await _free_unless(ctx, previous.get("partLocations"), new_keys)
+        await _free_unless(ctx, previous.locations, new_keys)
 
 
 def _part_response_headers(checksum: tuple[str, str] | None, etag: str) -> dict[str, str]:
@@ -222,7 +196,7 @@ def _part_response_headers(checksum: tuple[str, str] | None, etag: str) -> dict[
     return headers
 
 
-async def _upload_target(ctx: RequestContext) -> tuple[BucketMD, str, str, dict[str, Any]]:
+async def _upload_target(ctx: RequestContext) -> tuple[BucketMD, str, str, UploadMD]:
     """(bucket, key, upload id, overview) a request addresses: authorized, and the upload exists."""
     bucket = ctx.bucket_md
     key = ctx.key or ""
@@ -230,7 +204,7 @@ async def _upload_target(ctx: RequestContext) -> tuple[BucketMD, str, str, dict[
     return bucket, key, upload_id, await _overview(ctx, bucket, key, upload_id)
 
 
-async def _part_target(ctx: RequestContext) -> tuple[BucketMD, str, str, int, dict[str, Any]]:
+async def _part_target(ctx: RequestContext) -> tuple[BucketMD, str, str, int, UploadMD]:
     """(bucket, key, upload id, part number, overview) a part request addresses, all checked."""
     part_number = parse_part_number(ctx.query.get("partNumber"))
     bucket, key, upload_id, overview = await _upload_target(ctx)
@@ -248,8 +222,8 @@ async def upload_part(ctx: RequestContext) -> Response:
         await _free(ctx, locations)
         raise
     md5_hex = body.md5_hex if locations else EMPTY_MD5
-    value = _part_value(body.size, md5_hex, _numbered(locations, part_number, md5_hex), checksum)
-    await _commit_part(ctx, bucket, key, upload_id, part_number, value)
+    part = PartMD.new(body.size, md5_hex, _numbered(locations, part_number, md5_hex), checksum)
+    await _commit_part(ctx, bucket, key, upload_id, part_number, part)
     return Response(status_code=200, headers=_part_response_headers(checksum, md5_hex))
 
 
@@ -281,13 +255,12 @@ async def upload_part_copy(ctx: RequestContext) -> Response:
     src = await read_copy_source(ctx)
     first, last = _copy_range(ctx.headers.get("x-amz-copy-source-range"), src.size)
     check_copy_size(last - first + 1)
-    algorithm, _ = _upload_checksum(overview)
-    copied = await copy_data(ctx, src, first, last, bucket, algorithm)
-    value = _part_value(copied.size, copied.md5_hex, _numbered(copied.locations, part_number, copied.md5_hex),
-                        copied.checksum)
-    await _commit_part(ctx, bucket, key, upload_id, part_number, value)
+    copied = await copy_data(ctx, src, first, last, bucket, overview.checksum_algorithm)
+    part = PartMD.new(copied.size, copied.md5_hex, _numbered(copied.locations, part_number, copied.md5_hex),
+                      copied.checksum)
+    await _commit_part(ctx, bucket, key, upload_id, part_number, part)
     doc = root("CopyPartResult")
-    sub(doc, "LastModified", value["last-modified"])
+    sub(doc, "LastModified", part.last_modified)
     sub(doc, "ETag", f'"{copied.md5_hex}"')
     if copied.checksum is not None:
         sub(doc, f"Checksum{copied.checksum[0]}", copied.checksum[1])
@@ -308,22 +281,6 @@ class _CompleteBodyHeaders:
         if checksums.algorithm_from_header(name) is not None:
             return None
         return self._source.header(name)
-
-
-async def _read_complete_body(ctx: RequestContext) -> bytes:
-    """The CompleteMultipartUpload document, verified like read_xml_body does, except for the
-    object checksum headers (see _CompleteBodyHeaders)."""
-    body = VerifiedBody(ctx.auth, _CompleteBodyHeaders(ctx), ctx.request.stream())
-    if body.expected_size is not None and body.expected_size > MAX_XML_BYTES:
-        raise S3Error("MalformedXML", "The XML you provided was too large")
-    pieces: list[bytes] = []
-    total = 0
-    async for piece in body:
-        total += len(piece)
-        if total > MAX_XML_BYTES:
-            raise S3Error("MalformedXML", "The XML you provided was too large")
-        pieces.append(piece)
-    return b"".join(pieces)
 
 
 def _parse_complete(body: bytes, algorithm: str | None) -> list[tuple[int, str, str | None]]:
@@ -363,22 +320,21 @@ def _part_checksum_missing(algorithm: str, number: int) -> S3Error:
                    f"request must include the checksum for each part. It was missing for part {number} in the request.")
 
 
-def _choose_parts(requested: list[tuple[int, str, str | None]], stored: dict[int, dict[str, Any]],
-                  overview: dict[str, Any], upload_id: str) -> list[tuple[int, dict[str, Any]]]:
+def _choose_parts(requested: list[tuple[int, str, str | None]], stored: dict[int, PartMD],
+                  overview: UploadMD, upload_id: str) -> list[tuple[int, PartMD]]:
     """The stored parts named by the request: existing, ETag- and checksum-matched, big enough."""
-    algorithm, checksum_type = _upload_checksum(overview)
-    chosen: list[tuple[int, dict[str, Any]]] = []
+    algorithm, checksum_type = overview.checksum_algorithm, overview.checksum_type
+    chosen: list[tuple[int, PartMD]] = []
     for index, (number, etag, checksum) in enumerate(requested):
         part = stored.get(number)
-        if part is None or part.get("content-md5") != etag:
+        if part is None or part.etag != etag:
             raise S3Error("InvalidPart", UploadId=upload_id, PartNumber=str(number), ETag=etag)
         if algorithm is not None:
-            stored_checksum = (part.get("checksum") or {}).get("checksumValue")
             if checksum is None and checksum_type == "COMPOSITE":
                 raise _part_checksum_missing(algorithm, number)
-            if checksum is not None and checksum != stored_checksum:
+            if checksum is not None and checksum != part.checksum_value:
                 raise S3Error("InvalidPart", UploadId=upload_id, PartNumber=str(number), ETag=etag)
-        size = int(part.get("content-length", 0))
+        size = part.size
         if index < len(requested) - 1 and size < MIN_PART_SIZE:
             raise S3Error("EntityTooSmall", ProposedSize=str(size), MinSizeAllowed=str(MIN_PART_SIZE),
                           PartNumber=str(number), ETag=etag)
@@ -386,23 +342,22 @@ def _choose_parts(requested: list[tuple[int, str, str | None]], stored: dict[int
     return chosen
 
 
-def _object_checksum(overview: dict[str, Any], chosen: list[tuple[int, dict[str, Any]]]) -> dict[str, Any] | None:
-    algorithm, checksum_type = _upload_checksum(overview)
+def _object_checksum(overview: UploadMD, chosen: list[tuple[int, PartMD]]) -> dict[str, Any] | None:
+    algorithm, checksum_type = overview.checksum_algorithm, overview.checksum_type
     if algorithm is None:
         return None
     digests: list[bytes] = []
     for _, part in chosen:
-        value = (part.get("checksum") or {}).get("checksumValue")
+        value = part.checksum_value
         digest = checksums.decode_b64_digest(algorithm, value) if value else None
         if digest is None:
             raise S3Error("InvalidPart", "A part of this upload has no stored checksum.")
         digests.append(digest)
     if checksum_type == "FULL_OBJECT":
-        value = checksums.full_object_crc(algorithm, [(d, int(p.get("content-length", 0)))
-                                                      for d, (_, p) in zip(digests, chosen)])
+        value = checksums.full_object_crc(algorithm, [(d, p.size) for d, (_, p) in zip(digests, chosen)])
     else:
         value = checksums.composite(algorithm, digests)
-    return {"checksumAlgorithm": algorithm, "checksumValue": value, "checksumType": checksum_type}
+    return checksum_record(algorithm, value, checksum_type)
 
 
 def _check_checksum_type(ctx: RequestContext, algorithm: str | None, checksum_type: str | None) -> None:
@@ -434,39 +389,39 @@ def _check_declared_checksum(ctx: RequestContext, checksum: dict[str, Any] | Non
             raise S3Error("BadDigest", f"The {name} you specified did not match the calculated checksum.")
 
 
-def _object_md(ctx: RequestContext, bucket: BucketMD, key: str, upload_id: str, overview: dict[str, Any],
-               chosen: list[tuple[int, dict[str, Any]]]) -> ObjectMD:
+def _object_md(ctx: RequestContext, bucket: BucketMD, key: str, upload_id: str, overview: UploadMD,
+               chosen: list[tuple[int, PartMD]]) -> ObjectMD:
     locations: list[dict[str, Any]] = []
     offset = 0
     md5s = hashlib.md5()
     for number, part in chosen:
-        md5s.update(bytes.fromhex(part["content-md5"]))
-        for loc in part.get("partLocations") or []:
-            locations.append(part_location(loc, number, part["content-md5"], start=offset))
+        md5s.update(bytes.fromhex(part.etag))
+        for loc in part.locations:
+            locations.append(part_location(loc, number, part.etag, start=offset))
             offset += int(loc.get("size", 0))
     etag = f"{md5s.hexdigest()}-{len(chosen)}"
-    headers = {name: str(overview.get(name) or "") for name in _OVERVIEW_HEADERS}
-    headers["x-amz-storage-class"] = overview.get("x-amz-storage-class") or "STANDARD"
-    meta = {k: v for k, v in overview.items() if k.startswith("x-amz-meta-")}
-    md = new_object_md(key, overview.get("owner-id", ctx.account.canonical_id),
-                       overview.get("owner-display-name", ctx.account.name), size=offset, md5=etag,
-                       location=locations or None, data_store_name=overview.get("dataStoreName")
-                       or bucket.location, headers=headers, user_meta=meta)
+    headers = overview.headers
+    headers["x-amz-storage-class"] = overview.storage_class
+    # Every overview names its owner (ours and the original's); the requester stands in for a record without.
+    md = new_object_md(key, overview.owner_id or ctx.account.canonical_id,
+                       overview.owner_display_name or ctx.account.name, size=offset, md5=etag,
+                       location=locations or None, data_store_name=overview.data_store_name or bucket.location,
+                       headers=headers, user_meta=overview.user_metadata)
     md.upload_id = upload_id
     md.origin_op = "s3:ObjectCreated:CompleteMultipartUpload"
-    md.tags = tags_from_header(overview.get("x-amz-tagging") or None)
+    md.tags = tags_from_header(overview.tagging)
     md.checksum = _object_checksum(overview, chosen)
     return md
 
 
 async def _cleanup(ctx: RequestContext, bucket: BucketMD, key: str, upload_id: str,
-                   parts: list[tuple[int, dict[str, Any]]], keep: set[str]) -> None:
+                   parts: list[tuple[int, PartMD]], keep: set[str]) -> None:
     """Forget the upload (part records, then the overview), then free the part data not kept."""
     for number, _ in parts:
         await ctx.store.delete_part(bucket.name, upload_id, number)
     await ctx.store.delete_upload(bucket.name, key, upload_id)
     for _, part in parts:
-        await _free_unless(ctx, part.get("partLocations"), keep)
+        await _free_unless(ctx, part.locations, keep)
 
 
 def _location_url(ctx: RequestContext, bucket: str, key: str) -> str:
@@ -562,7 +517,8 @@ async def _repeated_complete(ctx: RequestContext, bucket: BucketMD, key: str, up
         raise _no_such_upload(upload_id)
     checksum = master.checksum or {}
     _check_checksum_type(ctx, checksum.get("checksumAlgorithm"), checksum.get("checksumType"))
-    requested = _parse_complete(await _read_complete_body(ctx), checksum.get("checksumAlgorithm"))
+    body = await read_xml_body(ctx, _CompleteBodyHeaders(ctx))
+    requested = _parse_complete(body, checksum.get("checksumAlgorithm"))
     _check_order(requested)
     _check_repeated(ctx, requested, master, upload_id)
     vid = external_version_id(master) if bucket.versioning_status is not None else None
@@ -578,12 +534,11 @@ async def complete_multipart_upload(ctx: RequestContext) -> Response:
     overview = await _find_overview(ctx, bucket, key, upload_id)
     if overview is None:
         return await _repeated_complete(ctx, bucket, key, upload_id)
-    algorithm, checksum_type = _upload_checksum(overview)
-    _check_checksum_type(ctx, algorithm, checksum_type)
-    requested = _parse_complete(await _read_complete_body(ctx), algorithm)
+    _check_checksum_type(ctx, overview.checksum_algorithm, overview.checksum_type)
+    requested = _parse_complete(await read_xml_body(ctx, _CompleteBodyHeaders(ctx)), overview.checksum_algorithm)
     stored_list = await ctx.store.parts(bucket.name, upload_id)
 
-    if overview.get(COMPLETE_IN_PROGRESS):
+    if overview.complete_in_progress:
         # A previous Complete got at least as far as marking the upload: if it also committed
         # the object, only the clean-up is left to do.
         completed = await _completed_versions(ctx, bucket, key, upload_id)
@@ -603,7 +558,8 @@ async def complete_multipart_upload(ctx: RequestContext) -> Response:
     master = await ctx.store.get_object(bucket.name, key)
     check_write_conditions(ctx.headers, master, key)
 
-    await ctx.store.put_upload(bucket.name, key, upload_id, {**overview, COMPLETE_IN_PROGRESS: True})
+    overview.complete_in_progress = True
+    await ctx.store.put_upload(bucket.name, key, upload_id, overview)
     committed = await commit_version(ctx.store, bucket, key, md, master)
     keep = {loc["key"] for loc in md.location or []}
     # A replaced master may be an earlier completion of this same upload sharing our data.
@@ -623,7 +579,7 @@ async def abort_multipart_upload(ctx: RequestContext) -> Response:
     bucket, key, upload_id, overview = await _upload_target(ctx)
     parts = await ctx.store.parts(bucket.name, upload_id)
     keep: set[str] = set()
-    if overview.get(COMPLETE_IN_PROGRESS):
+    if overview.complete_in_progress:
         # A Complete was interrupted (or is running): its object may already use these parts.
         keep = await _completed_data_keys(ctx, bucket, key, upload_id)
     await _cleanup(ctx, bucket, key, upload_id, parts, keep)
@@ -632,14 +588,13 @@ async def abort_multipart_upload(ctx: RequestContext) -> Response:
 
 # ---------------------------------------------------------------- ListParts
 
-def _owner_elements(parent: Any, overview: dict[str, Any]) -> None:
-    initiator = overview.get("initiator") or {}
+def _owner_elements(parent: Any, overview: UploadMD) -> None:
     el = sub(parent, "Initiator")
-    sub(el, "ID", initiator.get("ID", overview.get("owner-id", "")))
-    sub(el, "DisplayName", initiator.get("DisplayName", overview.get("owner-display-name", "")))
+    sub(el, "ID", overview.initiator_id)
+    sub(el, "DisplayName", overview.initiator_display_name)
     el = sub(parent, "Owner")
-    sub(el, "ID", overview.get("owner-id", ""))
-    sub(el, "DisplayName", overview.get("owner-display-name", ""))
+    sub(el, "ID", overview.owner_id)
+    sub(el, "DisplayName", overview.owner_display_name)
 
 
 def _non_negative_int(query: dict[str, str], name: str, default: int) -> int:
@@ -662,7 +617,6 @@ async def list_parts(ctx: RequestContext) -> Response:
         if max_parts > 0 else []
     truncated = len(parts) > max_parts
     parts = parts[:max_parts]
-    algorithm, checksum_type = _upload_checksum(overview)
     doc = root("ListPartsResult")
     sub(doc, "Bucket", bucket.name)
     sub(doc, "Key", enc(key))
@@ -673,20 +627,19 @@ async def list_parts(ctx: RequestContext) -> Response:
     sub(doc, "IsTruncated", truncated)
     if "encoding-type" in ctx.query:
         sub(doc, "EncodingType", "url")
-    for number, value in parts:
+    for number, part in parts:
         el = sub(doc, "Part")
         sub(el, "PartNumber", number)
-        sub(el, "LastModified", value.get("last-modified", ""))
-        sub(el, "ETag", f'"{value.get("content-md5", "")}"')
-        sub(el, "Size", value.get("content-length", 0))
-        checksum = value.get("checksum")
-        if checksum and checksum.get("checksumAlgorithm"):
-            sub(el, f"Checksum{checksum['checksumAlgorithm']}", checksum.get("checksumValue", ""))
+        sub(el, "LastModified", part.last_modified)
+        sub(el, "ETag", f'"{part.etag}"')
+        sub(el, "Size", part.size)
+        if part.checksum_algorithm:
+            sub(el, f"Checksum{part.checksum_algorithm}", part.checksum_value or "")
     _owner_elements(doc, overview)
-    sub(doc, "StorageClass", overview.get("x-amz-storage-class") or "STANDARD")
-    if algorithm is not None:
-        sub(doc, "ChecksumAlgorithm", algorithm)
-        sub(doc, "ChecksumType", checksum_type or "COMPOSITE")
+    sub(doc, "StorageClass", overview.storage_class)
+    if overview.checksum_algorithm is not None:
+        sub(doc, "ChecksumAlgorithm", overview.checksum_algorithm)
+        sub(doc, "ChecksumType", overview.checksum_type or "COMPOSITE")
     return xml_response(doc)
 
 
@@ -720,16 +673,17 @@ async def list_multipart_uploads(ctx: RequestContext) -> Response:
     if "encoding-type" in q:
         sub(doc, "EncodingType", "url")
     for upload in result["Uploads"]:
-        value = jsoncodec.loads(upload["value"]) if isinstance(upload["value"], str) else upload["value"]
+        raw = upload["value"]
+        overview = UploadMD(jsoncodec.loads(raw) if isinstance(raw, str) else raw)
         el = sub(doc, "Upload")
         sub(el, "Key", enc(upload["key"]))
         sub(el, "UploadId", upload["uploadId"])
-        _owner_elements(el, value)
-        sub(el, "StorageClass", value.get("x-amz-storage-class") or "STANDARD")
-        sub(el, "Initiated", value.get("initiated", ""))
-        if value.get("checksumAlgorithm"):
-            sub(el, "ChecksumAlgorithm", value["checksumAlgorithm"])
-            sub(el, "ChecksumType", value.get("checksumType") or "COMPOSITE")
+        _owner_elements(el, overview)
+        sub(el, "StorageClass", overview.storage_class)
+        sub(el, "Initiated", overview.initiated)
+        if overview.checksum_algorithm:
+            sub(el, "ChecksumAlgorithm", overview.checksum_algorithm)
+            sub(el, "ChecksumType", overview.checksum_type or "COMPOSITE")
     for common in result["CommonPrefixes"]:
         sub(sub(doc, "CommonPrefixes"), "Prefix", enc(common))
     return xml_response(doc)

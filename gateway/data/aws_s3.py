@@ -39,13 +39,13 @@ from shared.errors import S3Error
 
 from gateway import xml
 from gateway.auth import v4
+from gateway.limits import MAX_SINGLE_UPLOAD_BYTES
 from gateway.data.base import (CONNECT_TIMEOUT_S, DEFAULT_MAX_CONNECTIONS, DELETE_DONE_STATUSES, KEY_HEX_LENGTH,
                                READ_TIMEOUT_S, TRANSPORT_ERRORS, DataError, DataIntegrityError, DataNotFound,
                                DataRangeNotSatisfiable, DataUnavailable, HttpDataBackend, is_valid_key)
 
 LOCATION_TYPE = "aws_s3"
 DEFAULT_REGION = "us-east-1"
-MAX_SINGLE_PUT_BYTES = 5 * 1024 ** 3  # AWS's limit on one PutObject / UploadPart body
 MPU_PART_BYTES = 8 * 1024 ** 2  # parts of an upload of unknown size (>= AWS's 5 MiB minimum)
 MAX_MPU_PARTS = 10_000
 HEALTH_TIMEOUT_S = 3.0
@@ -253,7 +253,7 @@ class AwsS3DataBackend(HttpDataBackend):
     async def put(self, chunks: AsyncIterator[bytes], size: int | None) -> str:
         body = self._sized_body(chunks, size)
         key = new_key()
-        if size is not None and size <= MAX_SINGLE_PUT_BYTES:
+        if size is not None and size <= MAX_SINGLE_UPLOAD_BYTES:
             await self._put_stream(key, body, size, [])
             return key
         # Size unknown (a browser POST) or above one PUT: read a part first; a small body

@@ -45,7 +45,7 @@ INITIAL_INSTANCE_ID_ENV = "INITIAL_INSTANCE_ID"
 DEFAULT_REPAIR_DELAY_S = 15.0          # repair of a PHD master is scheduled 15000 ms after the delete (docs/versioning.md#engine-algorithms)
 DEFAULT_WRITE_BATCH_MAX_OPS = 1_000
 PHD_LISTING_LIMIT = 3                  # current Arsenal lists 3 entries (master + 2 versions) to resolve a PHD
-VERSIONS_UPPER = b"\x01"               # key + \x01 bounds "the master and all versions of key" (docs/metadata-keys.md#object-keys)
+VERSIONS_UPPER = versionid.VERSIONS_END.encode()   # docs/metadata-keys.md#object-keys
 VERSION_SEPARATOR = versionid.SEPARATOR.encode()
 # Read streams: first chunk small for latency, then larger to amortise the thread hops.
 STREAM_FIRST_CHUNK = 32

@@ -4,7 +4,9 @@ from __future__ import annotations
 import pytest
 
 from gateway.metadata import LocalMetadataClient
-from gateway.models import BucketMD, ObjectMD, new_object_md, now_iso
+import json
+
+from gateway.models import BucketMD, ObjectMD, PartMD, UploadMD, canned_acl, new_object_md, now_iso
 from gateway.store import METASTORE, USERS_BUCKET, Store, overview_key, part_key, shadow_bucket
 from shared.metastore import MemoryKV, MetaStore
 
@@ -76,6 +78,75 @@ async def test_upload_records_live_in_the_shadow_bucket_in_part_order(store):
     assert [n for n, _ in await store.parts("m", "u" * 32)] == [1, 2, 10]
     await store.delete_upload("m", "obj", "u" * 32)
     assert await store.get_upload("m", "obj", "u" * 32) is None
+
+
+async def test_upload_overview_is_written_in_the_original_wire_form(store):
+    headers = {"content-type": "text/plain", "cache-control": "no-cache", "x-amz-tagging": "a=1",
+               "x-amz-meta-ignored": "headers are not user metadata", "host": "h"}
+    overview = UploadMD.new("u" * 32, "obj", "m", owner_id="oid", owner_name="Owner", storage_class="STANDARD_IA",
+                            location="us-east-1", acl=canned_acl("public-read", bucket=False), headers=headers,
+                            user_meta={"x-amz-meta-color": "blue"}, checksum_algorithm="CRC32",
+                            checksum_type="COMPOSITE")
+    await store.put_upload("m", "obj", "u" * 32, overview)
+    # Field names, values and order as CreateMultipartUpload has always written them (the original reads them).
+    expected = {
+        "id": "u" * 32, "uploadId": "u" * 32, "key": "obj", "eventualStorageBucket": "m",
+        "initiated": overview["initiated"], "owner-id": "oid", "owner-display-name": "Owner",
+        "initiator": {"ID": "oid", "DisplayName": "Owner"}, "x-amz-storage-class": "STANDARD_IA",
+        "controllingLocationConstraint": "us-east-1", "dataStoreName": "us-east-1",
+        "acl": canned_acl("public-read", bucket=False), "completeInProgress": False,
+        "cache-control": "no-cache", "content-disposition": "", "content-encoding": "", "content-language": "",
+        "expires": "", "content-type": "text/plain", "x-amz-website-redirect-location": "", "x-amz-tagging": "a=1",
+        "x-amz-meta-color": "blue", "checksumAlgorithm": "CRC32", "checksumType": "COMPOSITE",
+    }
+    raw = await store.client.get([shadow_bucket("m")], overview_key("obj", "u" * 32), {})
+    assert raw == json.dumps(expected)
+    found = await store.get_upload("m", "obj", "u" * 32)
+    assert isinstance(found, UploadMD) and found == expected
+    assert (found.upload_id, found.key, found.owner_id, found.owner_display_name) == ("u" * 32, "obj", "oid", "Owner")
+    assert (found.initiator_id, found.initiator_display_name) == ("oid", "Owner")
+    assert (found.storage_class, found.location, found.data_store_name) == ("STANDARD_IA", "us-east-1", "us-east-1")
+    assert (found.checksum_algorithm, found.checksum_type, found.tagging) == ("CRC32", "COMPOSITE", "a=1")
+    assert found.acl["Canned"] == "public-read"
+    assert found.user_metadata == {"x-amz-meta-color": "blue"}
+    assert found.headers["content-type"] == "text/plain" and found.headers["expires"] == ""
+    assert not found.complete_in_progress
+
+
+async def test_upload_overview_keeps_unknown_fields_and_its_order_when_marked(store):
+    # An overview the original wrote: its SSE and lock fields are not ours, and survive our rewrite.
+    original = {"id": "u" * 32, "uploadId": "u" * 32, "key": "k", "owner-id": "o", "owner-display-name": "O",
+                "x-amz-server-side-encryption": "AES256", "completeInProgress": False, "legalHold": False}
+    await store.client.put([shadow_bucket("b")], overview_key("k", "u" * 32), json.dumps(original), {})
+    overview = await store.get_upload("b", "k", "u" * 32)
+    assert overview.checksum_algorithm is None and overview.storage_class == "STANDARD"
+    assert (overview.initiator_id, overview.initiator_display_name) == ("o", "O")   # no initiator: the owner
+    overview.complete_in_progress = True
+    await store.put_upload("b", "k", "u" * 32, overview)
+    raw = await store.client.get([shadow_bucket("b")], overview_key("k", "u" * 32), {})
+    assert raw == json.dumps({**original, "completeInProgress": True})
+    assert (await store.get_upload("b", "k", "u" * 32)).complete_in_progress
+
+
+async def test_part_record_is_written_in_the_original_wire_form(store):
+    loc = {"key": "d1", "size": 3, "start": 0, "dataStoreName": "us-east-1"}
+    part = PartMD.new(3, "0" * 32, [loc], ("CRC32", "AAAAAA=="))
+    await store.put_part("w", "u" * 32, 2, part)
+    expected = {"md-model-version": 3, "partLocations": [loc], "last-modified": part["last-modified"],
+                "content-md5": "0" * 32, "content-length": 3,
+                "checksum": {"checksumAlgorithm": "CRC32", "checksumValue": "AAAAAA=="}, "key": "u" * 32 + "..|..00002"}
+    assert await store.client.get([shadow_bucket("w")], "u" * 32 + "..|..00002", {}) == json.dumps(expected)
+    found = await store.get_part("w", "u" * 32, 2)
+    assert isinstance(found, PartMD) and found == expected
+    assert (found.model_version, found.locations, found.etag, found.size) == (3, [loc], "0" * 32, 3)
+    assert found.last_modified == part.last_modified
+    assert (found.checksum_algorithm, found.checksum_value) == ("CRC32", "AAAAAA==")
+    [(number, listed)] = await store.parts("w", "u" * 32)
+    assert number == 2 and isinstance(listed, PartMD) and listed == expected
+    # An empty part: no locations, no checksum.
+    empty = PartMD.new(0, "d41d8cd98f00b204e9800998ecf8427e", None, None)
+    assert list(empty) == ["md-model-version", "partLocations", "last-modified", "content-md5", "content-length"]
+    assert (empty.locations, empty.checksum, empty.checksum_value) == ([], None, None)
 
 
 async def test_get_part_reads_one_part_record(store):
