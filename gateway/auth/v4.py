@@ -2,7 +2,8 @@
 
 Owns the canonical request as S3 computes it (the path is not normalised, only
 re-encoded with AWS's strict URI encoding; the query is decoded, re-encoded and sorted;
-signed headers as listed, values trimmed), the credential scope checks (service "s3",
+signed headers as listed, values trimmed), the headers a signature must cover (host and
+every x-amz-* header sent, else AccessDenied / HeadersNotSigned), the credential scope checks (service "s3",
 terminator "aws4_request", date equal to x-amz-date's, any region), the clock rules,
 the payload hash modes announced by x-amz-content-sha256, and the seed of the chunk
 signature chain for aws-chunked bodies.
@@ -191,6 +192,46 @@ def parse_authorization(value: str) -> tuple[str, list[str], str]:
     return fields["Credential"], signed, fields["Signature"]
 
 
+# --- which headers must be signed ------------------------------------------------------------
+#
+# AWS refuses a SigV4 request (Authorization header or presigned URL alike) whose signature
+# leaves out `host` or any `x-amz-*` header the request carries: 403 AccessDenied, "There
+# were headers present in the request which were not signed", with a HeadersNotSigned
+# element listing them, joined by ", ". Without this a signed request could be replayed on
+# another bucket (virtual-hosted Host) or grow unsigned x-amz-copy-source / x-amz-meta-* /
+# x-amz-tagging headers. Sources: AWS's sigv4-query-string-auth and sig-v4-header-based-auth
+# pages (host and every x-amz-* header sent are required in the signature); AWS answers quoted
+# in brendanhay/amazonka#272 (presigned, HeadersNotSigned host), coda/packs-sdk#3093 (header
+# auth, host), badslug/Paw-AWSSignature4DynamicValue#4 (x-amz-copy-source); localstack's
+# services/s3/presigned_url.py (create_access_denied_headers_not_signed); Arsenal
+# lib/auth/v4/validateInputs.ts areSignedHeadersComplete (same rule, plain AccessDenied).
+# x-amz-content-sha256 is the exception: AWS accepts it unsigned (scality/Arsenal#2590,
+# "In practice AWS does not require x-amz-content-sha256 to be signed"; localstack's
+# IGNORED_SIGV4_HEADERS) because its value is the payload line of the canonical request,
+# so changing it breaks the signature anyway.
+HEADERS_NOT_SIGNED_MESSAGE = "There were headers present in the request which were not signed"
+_MUST_SIGN_PREFIX = "x-amz-"
+_MAY_GO_UNSIGNED = frozenset({CONTENT_SHA256_HEADER})
+
+
+def headers_not_signed(req: AuthRequest, signed: list[str]) -> list[str]:
+    """`host` (if not signed) then every unsigned x-amz-* header present, in request order."""
+    signed_set = set(signed)
+    missing = [] if "host" in signed_set else ["host"]
+    for name, _ in req.headers:
+        if name.startswith(_MUST_SIGN_PREFIX) and name not in signed_set and name not in _MAY_GO_UNSIGNED \
+                and name not in missing:
+            missing.append(name)
+    return missing
+
+
+def check_signed_headers(req: AuthRequest, signed: list[str]) -> None:
+    """AccessDenied with HeadersNotSigned unless host and every x-amz-* header present are signed."""
+    missing = headers_not_signed(req, signed)
+    if missing:
+        raise S3Error("AccessDenied", HEADERS_NOT_SIGNED_MESSAGE, HeadersNotSigned=xml_safe(", ".join(missing)))
+
+
 def payload_mode_of(content_sha256: str) -> tuple[str, str | None]:
     """x-amz-content-sha256 value -> (payload mode, expected hex sha256 or None); InvalidArgument if bad."""
     if content_sha256 in _PAYLOAD_MODES:
@@ -234,6 +275,7 @@ def authenticate_header(req: AuthRequest, config: Config, now: datetime | None =
     if parts is None:
         raise _header_malformed(f"the Credential is mal-formed; expecting {_CREDENTIAL_FORMAT}.")
     access_key, date, region, service, terminator = parts
+    check_signed_headers(req, signed)
 
     raw_date = req.header("x-amz-date") or req.header("date")
     request_time = parse_http_date(raw_date) if raw_date else None
@@ -265,7 +307,8 @@ def authenticate_query(req: AuthRequest, config: Config, now: datetime | None = 
     X-Amz-Signature in the query."""
     now = utc_now(now)
     params = {name: req.query(name) for name in QUERY_AUTH_PARAMS}
-    if any(not value for value in params.values()):
+    # An empty X-Amz-SignedHeaders is present: AWS answers it HeadersNotSigned "host" (below).
+    if any(value is None or (not value and name != "X-Amz-SignedHeaders") for name, value in params.items()):
         raise _query_error("Query-string authentication version 4 requires the X-Amz-Algorithm, "
                            "X-Amz-Credential, X-Amz-Signature, X-Amz-Date, X-Amz-SignedHeaders, "
                            "and X-Amz-Expires parameters.")
@@ -290,9 +333,11 @@ def authenticate_query(req: AuthRequest, config: Config, now: datetime | None = 
     if expires > MAX_PRESIGNED_EXPIRY_SECONDS:
         raise _query_error(f"X-Amz-Expires must be less than a week (in seconds) that is "
                            f"{MAX_PRESIGNED_EXPIRY_SECONDS}")
-    signed = _parse_signed_headers(params["X-Amz-SignedHeaders"] or "")
+    signed_headers = params["X-Amz-SignedHeaders"] or ""
+    signed = _parse_signed_headers(signed_headers) if signed_headers else []
     if signed is None:
         raise _query_error("X-Amz-SignedHeaders must be a ';'-separated list of lower-case header names.")
+    check_signed_headers(req, signed)
 
     account, secret = lookup_secret(config, access_key)
     if request_time - now > timedelta(minutes=15):

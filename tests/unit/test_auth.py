@@ -362,6 +362,92 @@ def test_v2_unsigned_query_parameters_do_not_matter() -> None:
     assert authenticate(req, CONFIG).scheme == "v2-header"
 
 
+# --- what must be signed (issue 17) --------------------------------------------------------------
+
+class _LeaveOut:
+    """A botocore SigV4 signer that signs every header except `leave_out` (a valid signature AWS refuses)."""
+    leave_out: frozenset[str] = frozenset()
+
+    def headers_to_sign(self, request):  # type: ignore[no-untyped-def]
+        headers = super().headers_to_sign(request)  # type: ignore[misc]
+        for name in self.leave_out:
+            del headers[name]
+        return headers
+
+
+def v4_signer_leaving_out(*names: str, query: bool = False, expires: int = 3600) -> SigV4Auth:
+    base = S3SigV4QueryAuth if query else S3SigV4Auth
+    cls = type("LeaveOut", (_LeaveOut, base), {"leave_out": frozenset(names)})
+    return cls(CREDS, "s3", "us-east-1", expires=expires) if query else cls(CREDS, "s3", "us-east-1")
+
+
+def with_header(req: AuthRequest, name: str, value: str) -> AuthRequest:
+    return AuthRequest(req.method, req.raw_path, req.query_string, req.headers + [(name, value)], req.host_bucket)
+
+
+def expect_headers_not_signed(req: AuthRequest, names: str) -> None:
+    err = expect_error("AccessDenied", req)
+    assert (err.status, err.message) == (403, "There were headers present in the request which were not signed")
+    assert err.extra == {"HeadersNotSigned": names}
+
+
+@pytest.mark.parametrize("query", [False, True], ids=["header", "presigned"])
+def test_v4_signature_that_leaves_out_host_is_headers_not_signed(query: bool) -> None:
+    req = sign_with(v4_signer_leaving_out("host", query=query), "PUT", f"{ENDPOINT}/bucket/key")
+    signed = req.query("X-Amz-SignedHeaders") if query else req.header("authorization")
+    assert "host" not in (signed or "") and req.header("host")
+    expect_headers_not_signed(req, "host")
+
+
+@pytest.mark.parametrize("query", [False, True], ids=["header", "presigned"])
+def test_v4_unsigned_x_amz_headers_are_headers_not_signed(query: bool) -> None:
+    signer = S3SigV4QueryAuth(CREDS, "s3", "us-east-1", expires=3600) if query else S3SigV4Auth(CREDS, "s3", "us-east-1")
+    req = sign_with(signer, "PUT", f"{ENDPOINT}/bucket/key", {"x-amz-meta-signed": "1"})
+    assert authenticate(req, CONFIG).account is not None
+    attack = with_header(with_header(req, "x-amz-copy-source", "/other/secret"), "x-amz-meta-color", "red")
+    attack = with_header(attack, "x-amz-tagging", "a=b")
+    expect_headers_not_signed(attack, "x-amz-copy-source, x-amz-meta-color, x-amz-tagging")
+    # Named once however often it is repeated; reported even if the signature is wrong too.
+    expect_headers_not_signed(with_header(with_header(replace_header(req, "x-amz-meta-signed", "2"),
+                                                      "x-amz-acl", "public-read"), "x-amz-acl", "private"), "x-amz-acl")
+
+
+def test_v4_header_signature_leaving_out_host_and_an_x_amz_header_names_both() -> None:
+    req = sign_with(v4_signer_leaving_out("host", "x-amz-meta-a"), "PUT", f"{ENDPOINT}/bucket/key", {"x-amz-meta-a": "1"})
+    expect_headers_not_signed(req, "host, x-amz-meta-a")
+
+
+def test_v4_header_signature_may_leave_out_x_amz_content_sha256_as_aws_allows() -> None:
+    # Its value is the payload line of the canonical request: changing it breaks the signature anyway.
+    req = sign_with(v4_signer_leaving_out("x-amz-content-sha256"), "PUT", f"{ENDPOINT}/bucket/key", body=b"abc")
+    assert "x-amz-content-sha256" not in (req.header("authorization") or "")
+    assert authenticate(req, CONFIG).payload_sha256 == hashlib.sha256(b"abc").hexdigest()
+    expect_error("SignatureDoesNotMatch", replace_header(req, "x-amz-content-sha256", EMPTY_SHA256))
+
+
+def test_presigned_v4_with_an_unsigned_x_amz_content_sha256_is_judged_by_its_value() -> None:
+    req = presigned_v4()
+    assert authenticate(with_header(req, "x-amz-content-sha256", "UNSIGNED-PAYLOAD"), CONFIG).scheme == "v4-query"
+    expect_error("SignatureDoesNotMatch", with_header(req, "x-amz-content-sha256", EMPTY_SHA256))
+
+
+def test_headers_outside_x_amz_may_go_unsigned() -> None:
+    req = signed_v4()
+    for name, value in (("x-amzn-trace-id", "Root=1-abc"), ("user-agent", "curl"), ("x-forwarded-for", "10.0.0.1")):
+        req = with_header(req, name, value)
+    assert authenticate(req, CONFIG).scheme == "v4-header"
+
+
+@pytest.mark.parametrize("signer", [HmacV1Auth(CREDS), HmacV1QueryAuth(CREDS, expires=3600)], ids=["header", "query"])
+def test_v2_signs_every_x_amz_header_present_so_an_added_one_breaks_it(signer: object) -> None:
+    # v2 has no SignedHeaders: every x-amz-* header is in the string to sign, so an unsigned one
+    # is a signature mismatch (AWS answers SignatureDoesNotMatch).
+    req = sign_with(signer, "PUT", f"{ENDPOINT}/bucket/key", {"x-amz-meta-a": "1"})
+    assert authenticate(req, CONFIG).account is not None
+    for name, value in (("x-amz-copy-source", "/other/secret"), ("x-amz-meta-b", "2"), ("x-amz-tagging", "a=b")):
+        expect_error("SignatureDoesNotMatch", with_header(req, name, value))
+
+
 def test_clock_skew_over_15_minutes_is_refused() -> None:
     req = signed_v4()
     assert authenticate(req, CONFIG, datetime.now(timezone.utc) + timedelta(minutes=14)).scheme == "v4-header"
@@ -630,7 +716,7 @@ def test_undecodable_bytes_give_s3_errors_with_xml_safe_details() -> None:
     now = EXAMPLE_TIME
     req = AuthRequest("GET", "/b/\udcff", "a=\udcff", [
         ("authorization", "AWS4-HMAC-SHA256 Credential=accessKey1/20130524/\udcff/s3/aws4_request, "
-                          "SignedHeaders=host;x-amz-meta-a, Signature=ab\udcfe\x01"),
+                          "SignedHeaders=host;x-amz-date;x-amz-meta-a, Signature=ab\udcfe\x01"),
         ("x-amz-date", "20130524T000000Z"), ("x-amz-content-sha256", "UNSIGNED-PAYLOAD"), ("x-amz-meta-a", "\udcfe")])
     err = expect_error("SignatureDoesNotMatch", req, now=now)
     for value in err.extra.values():
