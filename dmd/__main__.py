@@ -6,6 +6,8 @@ the daemon with exit code 1, never a silent re-initialisation), starts the
 metadata RPC server (dmd/metadata.py, default 9990) and the /DataFile REST
 server (dmd/data.py, default 9991) on one event loop, and on SIGTERM/SIGINT
 stops serving and closes the store so every acknowledged write is flushed.
+With a dmd secret (DMD_SECRET / dmdSecret) both servers refuse callers that do
+not present it; without one, binding a non-loopback address logs a loud warning.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import signal
 import sys
 from typing import Any
 
-from dmd.data import start_data_server
+from dmd.data import start_data_server, warn_if_exposed
 from dmd.metadata import MetadataServer
 from shared.config import Config, ConfigError, load_config
 from shared.log import get_logger, log_event, setup_logging
@@ -61,7 +63,10 @@ async def serve(config: Config, args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
 
     server = MetadataServer(store, stream_max_pending_ack=config.metadata_daemon.stream_max_pending_ack,
-                            stream_ack_timeout_ms=config.metadata_daemon.stream_ack_timeout_ms)
+                            stream_ack_timeout_ms=config.metadata_daemon.stream_ack_timeout_ms,
+                            secret=config.dmd_secret)
+    # Not refused: LISTEN_ADDR=0.0.0.0 without a secret is the reference's documented setup.
+    warn_if_exposed("the metadata RPC (socket.io)", md_host, config.dmd_secret)
     data_runner = None
     try:
         step = f"cannot listen for metadata on {md_host}:{md_port}"
@@ -76,7 +81,8 @@ async def serve(config: Config, args: argparse.Namespace) -> int:
         return EXIT_STARTUP_FAILURE
     line = f"dmd listening metadata={md_host}:{md_port} data={dd_host}:{dd_port}"
     print(line, file=sys.stderr, flush=True)
-    log_event(logger, logging.INFO, line, metadata_path=config.metadata_path, data_path=config.data_path)
+    log_event(logger, logging.INFO, line, metadata_path=config.metadata_path, data_path=config.data_path,
+              secret_required=bool(config.dmd_secret))
 
     await stop.wait()
     log_event(logger, logging.INFO, "dmd shutting down")

@@ -9,6 +9,9 @@ This module owns:
 - `make_data_app(store)`: the aiohttp application speaking the reference's
   `/DataFile` protocol (docs/protocol.md#data-rest-api-datafile), with keys restricted to
   exactly 40 lowercase hex characters for GET/DELETE.
+- With a dmd secret configured (`DMD_SECRET` / `dmdSecret`), every request must carry it in
+  the `x-dmd-secret` header (compared in constant time): 401 without it, 403 with another
+  value, answered before the URL is parsed or a byte of the body is read.
 - `start_data_server(config, host, port)`: what `dmd/__main__.py` calls.
 - `python -m dmd.data [--bind H] [--port P]`: the data daemon alone (debugging,
   tests and benchmarks).
@@ -24,12 +27,13 @@ import os
 import re
 import shutil
 import signal
+import sys
 from pathlib import Path
 from typing import IO, AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from shared.config import Config, load_config
+from shared.config import DMD_SECRET_HEADER, Config, is_loopback_host, load_config, secret_matches
 from shared.log import get_logger, log_event, setup_logging
 from shared.metastore.errors import MetadataError, obj_not_found
 
@@ -397,6 +401,32 @@ async def _send_range(request: web.Request, resp: web.StreamResponse, f: IO[byte
         count -= len(chunk)
 
 
+def check_secret(request: web.Request, secret: str) -> None:
+    """Raise the 401 / 403 answer unless the request presents `secret` ("" = none required)."""
+    if not secret:
+        return
+    presented = request.headers.get(DMD_SECRET_HEADER)
+    if presented is not None and secret_matches(secret, presented):
+        return
+    log_event(log, logging.WARNING, "data request refused: dmd secret missing or wrong",
+              method=request.method, path=request.raw_path, peer=request.remote,
+              reqUids=request.headers.get(REQUEST_UIDS_HEADER))
+    if presented is None:
+        raise MetadataError("Unauthorized", 401, f"the {DMD_SECRET_HEADER} header is required")
+    raise MetadataError("AccessDenied", 403, f"wrong {DMD_SECRET_HEADER}")
+
+
+def warn_if_exposed(service: str, host: str, secret: str) -> None:
+    """The loud start-up warning: a service on a non-loopback address that accepts anyone."""
+    if secret or is_loopback_host(host):
+        return
+    message = (f"{service} listens on {host or '*'} WITHOUT a dmd secret: anyone who can reach this port can "
+               f"read, overwrite and delete every object, bypassing S3 authentication. Set DMD_SECRET (or "
+               f"config.json dmdSecret) on the dmd and on every gateway")
+    log_event(log, logging.WARNING, message, host=host)
+    print(f"dmd: WARNING: {message}", file=sys.stderr, flush=True)
+
+
 class _DataHandler:
     def __init__(self, store: DataFileStore, body_idle_timeout: float) -> None:
         self.store = store
@@ -511,13 +541,23 @@ class _DataHandler:
             f.close()
 
 
-def make_data_app(store: DataFileStore, *, body_idle_timeout: float = BODY_IDLE_TIMEOUT_S) -> web.Application:
-    """The /DataFile application over `store` (which must already be set up)."""
+def make_data_app(store: DataFileStore, *, body_idle_timeout: float = BODY_IDLE_TIMEOUT_S,
+                  secret: str = "") -> web.Application:
+    """The /DataFile application over `store` (which must already be set up).
+
+    With `secret`, a request without the x-dmd-secret header holding it is refused first.
+    """
     data_handler = _DataHandler(store, body_idle_timeout)
 
     @web.middleware
     async def dispatch(request: web.Request, handler: Callable[..., Awaitable[web.StreamResponse]]
                        ) -> web.StreamResponse:
+        try:
+            check_secret(request, secret)
+        except MetadataError as err:
+            resp = error_response(err)
+            resp.force_close()   # the body, if any, is never read
+            return resp
         # Every request goes to the one handler, even targets aiohttp's router cannot
         # match (`OPTIONS *`), so every answer has the protocol's error body.
         return await data_handler(request)
@@ -536,12 +576,13 @@ async def start_data_server(config: Config, host: str, port: int, *,
     """
     store = DataFileStore(config.data_path, no_sync=config.data_no_sync)
     await store.setup()
-    runner = web.AppRunner(make_data_app(store, body_idle_timeout=body_idle_timeout),
+    warn_if_exposed("the data server (/DataFile)", host, config.dmd_secret)
+    runner = web.AppRunner(make_data_app(store, body_idle_timeout=body_idle_timeout, secret=config.dmd_secret),
                            keepalive_timeout=KEEPALIVE_TIMEOUT_S, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     log_event(log, logging.INFO, "data server listening", host=host, port=runner.addresses[0][1],
-              dataPath=str(store.data_path), noSync=store.no_sync)
+              dataPath=str(store.data_path), noSync=store.no_sync, secretRequired=bool(config.dmd_secret))
     return runner
 
 

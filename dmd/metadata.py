@@ -20,6 +20,7 @@ import socketio
 from aiohttp import web
 
 from shared import jsoncodec, rpc
+from shared.config import DMD_SECRET_AUTH_FIELD, secret_matches
 from shared.log import get_logger, log_event
 from shared.metastore.errors import MetadataError, invalid_argument
 
@@ -69,8 +70,9 @@ class MetadataServer:
 
     def __init__(self, store: Any, *, stream_max_pending_ack: int = rpc.DEFAULT_STREAM_MAX_PENDING_ACK,
                  stream_ack_timeout_ms: int = rpc.DEFAULT_STREAM_ACK_TIMEOUT_MS,
-                 stats_interval_s: float = STATS_LOG_INTERVAL_S) -> None:
+                 stats_interval_s: float = STATS_LOG_INTERVAL_S, secret: str = "") -> None:
         self.store = store
+        self.secret = secret   # the dmd secret a client's handshake must present; "" = none required
         self.max_pending_ack = stream_max_pending_ack
         self.ack_timeout_ms = stream_ack_timeout_ms
         self.stats_interval_s = stats_interval_s
@@ -143,6 +145,13 @@ class MetadataServer:
     # ---- connections -----------------------------------------------------------
 
     async def _on_connect(self, sid: str, environ: dict, auth: Any = None) -> None:
+        # The dmd secret, as the handshake's auth payload {"secret": ...}: a refused client
+        # never joins the namespace, so socket.io drops every call it sends.
+        presented = auth.get(DMD_SECRET_AUTH_FIELD) if isinstance(auth, dict) else None
+        if self.secret and not secret_matches(self.secret, presented):
+            log_event(logger, logging.WARNING, "metadata connection refused: dmd secret missing or wrong",
+                      sid=sid, peer=environ.get("REMOTE_ADDR"))
+            raise socketio.exceptions.ConnectionRefusedError("unauthorized: dmd secret missing or wrong")
         self._connections += 1
         log_event(logger, logging.DEBUG, "client connected", sid=sid, peer=environ.get("REMOTE_ADDR"))
 

@@ -7,8 +7,11 @@ raises `ConfigError` naming the file and the field.
 """
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import json
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -24,6 +27,19 @@ LOCATION_TYPES = {"mem", "file", "aws_s3", "scality", "azure", "gcp", "pfs", "dm
 LOG_LEVELS = {"trace", "debug", "info", "warn", "error", "fatal"}
 
 CUSTOM_ACCOUNT_CANONICAL_ID = "12349df900b949e55d96a1e698fbacedfd6e09d98eacf8f8d5218e7cd47qwer"
+
+# The shared secret between the gateways and the dmd (ours, docs/operations.md#the-dmd-secret):
+# env DMD_SECRET or config.json `dmdSecret`; empty = none. Presented as the socket.io
+# handshake's auth payload `{"secret": ...}` on 9990 and as this header on 9991.
+DMD_SECRET_ENV = "DMD_SECRET"
+DMD_SECRET_AUTH_FIELD = "secret"
+DMD_SECRET_HEADER = "x-dmd-secret"
+
+
+# The gateway's connection limits: S3 answers 400 RequestHeaderSectionTooLarge past an 8 KB
+# header section, and 400 RequestTimeout after ~20 s without body bytes.
+DEFAULT_MAX_REQUEST_HEADER_BYTES = 8192
+DEFAULT_REQUEST_BODY_TIMEOUT_MS = 20_000
 
 
 class ConfigError(Exception):
@@ -106,6 +122,10 @@ class Config:
     data_no_sync: bool = False
     cert_file_paths: dict[str, str] | None = None
     version_id_encoding: str = "hex"
+    dmd_secret: str = field(default="", repr=False)   # "" = none; never in logs
+    # The gateway's connection limits (gateway/limits.py has the defaults' reasons).
+    max_request_header_bytes: int = DEFAULT_MAX_REQUEST_HEADER_BYTES
+    request_body_timeout_ms: int = DEFAULT_REQUEST_BODY_TIMEOUT_MS
     config_file: str = ""
     location_file: str = ""
     auth_file: str = ""
@@ -126,6 +146,42 @@ class Config:
                 if key.access == access_key:
                     return account, key.secret
         return None
+
+
+def secret_matches(expected: str, presented: object) -> bool:
+    """Whether `presented` (any type, from the wire) equals `expected`, compared in constant time."""
+    if not isinstance(presented, str) or not presented.isascii():
+        return False   # the secret is ASCII (load_config checks): nothing else can match
+    return hmac.compare_digest(presented.encode(), expected.encode())
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether binding `host` exposes only the loopback interface ("" and "0.0.0.0" mean every interface).
+
+    A name counts as loopback when every address it resolves to is; an unresolvable name does not.
+    """
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    if not host:
+        return False
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in infos)
+
+
+def _dmd_secret(path: Path, r: "_Reader", env: Mapping[str, str]) -> str:
+    """DMD_SECRET, else config.json `dmdSecret`, else "" (none); visible ASCII only (it travels in a header)."""
+    if env.get(DMD_SECRET_ENV):
+        secret, where = env[DMD_SECRET_ENV], DMD_SECRET_ENV
+    else:
+        secret, where = r.string("dmdSecret", ""), f"{path}: field 'dmdSecret'"
+    if secret and not all("!" <= ch <= "~" for ch in secret):
+        raise ConfigError(f"{where} must hold printable ASCII characters only, without spaces")
+    return secret
 
 
 def _find_file(name_or_path: str) -> Path:
@@ -263,6 +319,16 @@ def _listen_address(path: Path, item: Any, field_name: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _positive_override(env: Mapping[str, str], name: str, value: int) -> int:
+    """A positive integer from the environment variable `name` when set, else `value`."""
+    raw = env.get(name)
+    if not raw:
+        return value
+    if not raw.isdigit() or int(raw) <= 0:
+        raise ConfigError(f"{name} must be a positive integer, got {raw!r}")
+    return int(raw)
+
+
 def _env_port(env: Mapping[str, str], name: str) -> int:
     value = env[name]
     if not value.isdigit() or not 0 < int(value) < 65536:
@@ -375,6 +441,11 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         data_no_sync=_env_bool(env, "S3DATA_NOSYNC"),
         cert_file_paths=cert,
         version_id_encoding=env.get("S3_VERSION_ID_ENCODING_TYPE", "hex") or "hex",
+        dmd_secret=_dmd_secret(config_path, r, env),
+        max_request_header_bytes=_positive_override(env, "S3_MAX_REQUEST_HEADER_BYTES",
+                                                    r.positive("maxRequestHeaderBytes", DEFAULT_MAX_REQUEST_HEADER_BYTES)),
+        request_body_timeout_ms=_positive_override(env, "S3_REQUEST_BODY_TIMEOUT_MS",
+                                                   r.positive("requestBodyTimeoutMs", DEFAULT_REQUEST_BODY_TIMEOUT_MS)),
         config_file=str(config_path),
         location_file=str(location_path),
         auth_file=str(auth_path),

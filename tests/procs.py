@@ -37,7 +37,8 @@ def wait_for_port(port: int, proc: subprocess.Popen | None = None, timeout: floa
 
 
 def _base_env(extra: dict[str, str] | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("S3", "SCALITY_", "AWS_"))}
+    # DMD_SECRET too: a test gives it to both sides explicitly, or to neither.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("S3", "SCALITY_", "AWS_", "DMD_SECRET"))}
     # METRICS_PORT=0: test gateways open no metrics port unless a test asks for one.
     env.update({"PYTHONUNBUFFERED": "1", "LOG_LEVEL": os.environ.get("TEST_LOG_LEVEL", "warn"), "METRICS_PORT": "0"})
     env.update(extra or {})

@@ -33,7 +33,7 @@ def make_data_backend(config: Config, location: Location) -> DataBackend:
     if config.data_backend == "mem" or location.type == "mem":
         return shared_memory_backend()
     if location.type == "file":
-        return DmdDataBackend(config.data_client.host, config.data_client.port, location.name)
+        return DmdDataBackend(config.data_client.host, config.data_client.port, location.name, secret=config.dmd_secret)
     if location.type == "aws_s3":
         from gateway.data.aws_s3 import AwsS3DataBackend  # needed only where such a location is configured
         return AwsS3DataBackend(location)

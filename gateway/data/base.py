@@ -130,9 +130,10 @@ class HttpDataBackend(DataBackend):
     """A DataBackend talking HTTP over one pooled aiohttp session (created on first use)."""
 
     def __init__(self, *, connect_timeout: float = CONNECT_TIMEOUT_S, read_timeout: float = READ_TIMEOUT_S,
-                 max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS, headers: dict[str, str] | None = None) -> None:
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
         self._max_connections = max_connections
+        self._headers = dict(headers or {})   # sent with every request of the session
         self._session: aiohttp.ClientSession | None = None
 
     @abc.abstractmethod
@@ -143,7 +144,7 @@ class HttpDataBackend(DataBackend):
         # Created on first use: a session belongs to the loop running at creation.
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=FREE_SOCKET_TIMEOUT_S)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout,
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, headers=self._headers,
                                                   auto_decompress=False, skip_auto_headers=("User-Agent",))
         return self._session
 

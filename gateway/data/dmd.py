@@ -3,7 +3,8 @@
 The client side of the /DataFile protocol (docs/protocol.md#data-client): one pooled keep-alive
 aiohttp session per backend, streaming uploads (Content-Length when the size
 is known, chunked otherwise), streaming reads with a `Range` header, deletes
-retried up to 3 attempts (a 404 means already deleted); that plumbing is
+retried up to 3 attempts (a 404 means already deleted), the dmd secret (when configured)
+in the `x-dmd-secret` header of every request; that plumbing is
 `HttpDataBackend`'s, shared with the aws_s3 backend. Every failure is turned
 into a `DataError` subclass here, so callers never see aiohttp errors.
 """
@@ -19,6 +20,7 @@ import aiohttp
 from gateway.data.base import (CONNECT_TIMEOUT_S, DEFAULT_MAX_CONNECTIONS, DELETE_DONE_STATUSES, READ_TIMEOUT_S,
                                TRANSPORT_ERRORS, DataError, DataIntegrityError, DataNotFound,
                                DataRangeNotSatisfiable, DataUnavailable, HttpDataBackend, is_valid_key)
+from shared.config import DMD_SECRET_HEADER
 
 SERVICE_PATH = "/DataFile"
 DISK_USAGE_QUERY = "diskUsage"
@@ -31,9 +33,9 @@ class DmdDataBackend(HttpDataBackend):
 
     def __init__(self, host: str, port: int, location_name: str, *,
                  connect_timeout: float = CONNECT_TIMEOUT_S, read_timeout: float = READ_TIMEOUT_S,
-                 max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS, secret: str = "") -> None:
         super().__init__(connect_timeout=connect_timeout, read_timeout=read_timeout,
-                         max_connections=max_connections)
+                         max_connections=max_connections, headers={DMD_SECRET_HEADER: secret} if secret else None)
         self.host, self.port, self.location_name = host, port, location_name
         self.base_url = f"http://{host}:{port}{SERVICE_PATH}"
 

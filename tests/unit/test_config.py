@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.config import REPO_ROOT, ConfigError, load_config
+from shared.config import REPO_ROOT, ConfigError, is_loopback_host, load_config, secret_matches
 
 
 def write(tmp: Path, name: str, data: object) -> str:
@@ -150,3 +150,39 @@ def test_services_refuse_to_start_on_a_malformed_config(tmp_path, module):
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert "configuration error" in proc.stderr and path in proc.stderr
+
+
+def test_dmd_secret_from_env_or_config_file(tmp_path):
+    assert load_config({}).dmd_secret == ""   # off by default (make start on localhost)
+    conf = write(tmp_path, "config.json", {**shipped("config.json"), "dmdSecret": "from-file"})
+    assert load_config({"S3_CONFIG_FILE": conf}).dmd_secret == "from-file"
+    assert load_config({"DMD_SECRET": "from-env"}).dmd_secret == "from-env"
+    assert load_config({"S3_CONFIG_FILE": conf, "DMD_SECRET": "from-env"}).dmd_secret == "from-env"
+    assert load_config({"S3_CONFIG_FILE": conf, "DMD_SECRET": ""}).dmd_secret == "from-file"
+    assert "from-env" not in repr(load_config({"DMD_SECRET": "from-env"}))
+
+
+@pytest.mark.parametrize("env,file_value,named", [
+    ({"DMD_SECRET": "two words"}, None, "DMD_SECRET"),
+    ({"DMD_SECRET": "caf\u00e9"}, None, "DMD_SECRET"),
+    ({}, 42, "dmdSecret"),
+    ({}, "tab\tinside", "dmdSecret"),
+])
+def test_unusable_dmd_secret_is_refused(tmp_path, env, file_value, named):
+    conf = write(tmp_path, "config.json", {**shipped("config.json"), "dmdSecret": file_value})
+    with pytest.raises(ConfigError) as exc:
+        load_config({"S3_CONFIG_FILE": conf, **env})
+    assert named in str(exc.value)
+
+
+@pytest.mark.parametrize("presented,ok", [("s3cret", True), ("s3cre", False), ("s3cretx", False), ("", False),
+                                          (None, False), (42, False), (["s3cret"], False), ("s3cr\u00e9t", False)])
+def test_secret_matches_only_the_exact_string(presented, ok):
+    assert secret_matches("s3cret", presented) is ok
+
+
+@pytest.mark.parametrize("host,loopback", [("127.0.0.1", True), ("127.1.2.3", True), ("::1", True), ("[::1]", True),
+                                           ("localhost", True), ("0.0.0.0", False), ("::", False), ("", False),
+                                           ("10.1.2.3", False), ("no-such-host.invalid", False)])
+def test_is_loopback_host(host, loopback):
+    assert is_loopback_host(host) is loopback
