@@ -13,16 +13,29 @@ the encoding of stored values (docs/metadata-keys.md):
 
 Handlers and the S3 rules (gateway/versioning.py) call these methods with
 typed models; a second metadata store (PostgreSQL) implements the same class.
+
+Races between gateways are settled with the engine's conditional writes (docs/protocol.md#conditional-writes):
+- CreateBucket puts the bucket record only if absent: one creator wins;
+- DeleteBucket marks the record deleted (a unique `deletionId`), checks that the bucket is empty,
+  then removes the record only if it still holds that mark, or else unmarks it. Whoever finds a
+  mark settles it the same way (`_settle`): reads (`get_bucket`), a writer checking that its
+  write landed in a live bucket (`bucket_alive`), a second DeleteBucket, a crashed delete's
+  leftover. So a write that lands before the emptiness check makes the delete fail, and a delete
+  that wins makes the write fail (docs/versioning.md#races);
+- a plain object put or delete returns the value it replaced, so the data freed is exactly the data
+  that write replaced;
+- multipart Complete and Abort claim the upload record with a write conditional on the value read.
 """
 from __future__ import annotations
 
 import functools
 import json
+import uuid
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 
 from gateway.models import BucketMD, ObjectMD, PartMD, UploadMD, now_iso
 from shared import jsoncodec, versionid
-from shared.metastore.errors import MetadataError
+from shared.metastore.errors import PRECONDITION_FAILED, MetadataError
 
 if TYPE_CHECKING:
     from gateway.metadata.client import MetadataClient
@@ -36,6 +49,18 @@ MPU_OVERVIEW_PREFIX = "overview" + SPLITTER
 PART_NUMBER_DIGITS = 5
 ADMIN_OWNER = "admin"
 VERSIONS_END = versionid.VERSIONS_END
+DELETED = "deleted"                  # BucketMD: the bucket is being removed (answered as missing)
+DELETION_ID = "deletionId"           # ours: which DeleteBucket set the mark (a fresh uuid per attempt)
+# Rounds of read-then-conditional-write before giving up on a contended bucket record.
+BUCKET_RECORD_ATTEMPTS = 8
+
+# Outcomes of settling a bucket marked deleted (Store._settle) and of Store.delete_bucket.
+SETTLED_DELETED = "deleted"
+SETTLED_KEPT = "kept"
+SETTLED_LOST = "lost"                # the record changed meanwhile: look again
+BUCKET_MISSING = "missing"
+BUCKET_HAS_VERSIONS = "versions"
+BUCKET_HAS_UPLOADS = "uploads"
 
 OpenStream = Callable[[dict[str, Any]], AsyncIterator[dict[str, Any]]]
 
@@ -61,9 +86,32 @@ def users_bucket_key(canonical_id: str, bucket: str) -> str:
     return f"{canonical_id}{SPLITTER}{bucket}"
 
 
+def _users_entry(creation_date: str) -> str:
+    return json.dumps({"creationDate": creation_date, "ingestion": None})
+
+
+def _same_bucket(doc: dict[str, Any], info: BucketMD) -> bool:
+    """Whether a stored bucket record is the bucket `info` was read from, not a later one of
+    the same name."""
+    return (doc.get("uid"), doc.get("owner"), doc.get("creationDate")) == \
+        (info.raw.get("uid"), info.owner, info.creation_date)
+
+
 def _after(prefix: str) -> str:
     """The smallest string above every string that starts with `prefix`."""
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def _previous_object(reply: Any) -> ObjectMD | None:
+    """The replaced value of a returnPrevious reply, as an object (None: nothing, or not JSON)."""
+    previous = reply.get("previous") if isinstance(reply, dict) else None
+    if not isinstance(previous, str):
+        return None
+    try:
+        doc = jsoncodec.loads(previous)
+    except ValueError:
+        return None
+    return ObjectMD(doc) if isinstance(doc, dict) else None
 
 
 class Store:
@@ -84,7 +132,7 @@ class Store:
             return cls(LocalMetadataClient(engine), config.replication_group_id)
         from gateway.metadata import RemoteMetadataClient
         client = RemoteMetadataClient(config.metadata_client.host, config.metadata_client.port,
-                                      call_timeout_ms=config.call_timeout_ms)
+                                      call_timeout_ms=config.call_timeout_ms, secret=config.dmd_secret)
         return cls(client, config.replication_group_id)
 
     # ------------------------------------------------------------ service
@@ -114,6 +162,31 @@ class Store:
                 return None
             raise
 
+    async def _raw(self, sublevel: list[str], key: str) -> str | None:
+        """The stored text of a key, None when absent."""
+        try:
+            return await self.client.get(sublevel, key, {})
+        except MetadataError as exc:
+            if exc.type == "ObjNotFound":
+                return None
+            raise
+
+    async def _write_if(self, sublevel: list[str], key: str, value: str | None, *, absent: bool = False,
+                        match: str | None = None) -> bool:
+        """Put `value` (None: delete) only if the key is absent / holds exactly `match`; False when
+        the condition did not hold."""
+        options: dict[str, Any] = {"ifAbsent": True} if absent else {"ifMatch": match}
+        try:
+            if value is None:
+                await self.client.delete(sublevel, key, options)
+            else:
+                await self.client.put(sublevel, key, value, options)
+        except MetadataError as exc:
+            if exc.type == PRECONDITION_FAILED:
+                return False
+            raise
+        return True
+
     async def _first_key(self, sublevel: str, options: dict[str, Any] | None = None) -> str | None:
         stream = self.client.read_stream([sublevel], {**(options or {}), "limit": 1})
         try:
@@ -126,24 +199,114 @@ class Store:
     # ------------------------------------------------------------ buckets
 
     async def get_bucket(self, name: str) -> BucketMD | None:
-        """The bucket's attributes; None when it does not exist (or is being deleted)."""
-        doc = await self._find([METASTORE], name)
-        if doc is None or doc.get("deleted"):
-            return None
-        return BucketMD.from_doc(doc)
+        """The bucket's attributes; None when it does not exist. A bucket marked deleted by a
+        DeleteBucket in progress (or interrupted) is settled first: gone if it is empty, else
+        unmarked and returned."""
+        for _ in range(BUCKET_RECORD_ATTEMPTS):
+            raw = await self._raw([METASTORE], name)
+            if raw is None:
+                return None
+            doc = jsoncodec.loads(raw)
+            if not doc.get(DELETED):
+                return BucketMD.from_doc(doc)
+            if await self._settle(name, raw, doc) == SETTLED_DELETED:
+                return None
+        return None   # deleted and re-marked over and over: a bucket being deleted is missing
 
-    async def create_bucket(self, info: BucketMD) -> None:
+    async def create_bucket(self, info: BucketMD) -> bool:
+        """Create the bucket unless a record of that name exists (then False: the caller reads it)."""
+        info.raw.setdefault("uid", str(uuid.uuid4()))   # the bucket's identity (bucket_alive), fixed before the write
+        entry_key = users_bucket_key(info.owner, info.name)
+        entry = _users_entry(info.creation_date)
         # users..bucket first: a crash in between leaves an entry ListBuckets skips, never an unlisted bucket.
-        await self.client.put([USERS_BUCKET], users_bucket_key(info.owner, info.name),
-                              json.dumps({"creationDate": info.creation_date, "ingestion": None}), {})
-        await self.put_bucket(info)
+        await self.client.put([USERS_BUCKET], entry_key, entry, {})
+        if await self._write_if([METASTORE], info.name, info.serialize(), absent=True):
+            return True
+        winner = await self._raw([METASTORE], info.name)
+        if winner is None or jsoncodec.loads(winner).get("owner") != info.owner:
+            # Our entry lists a bucket we do not own (one of the same owner shares its key).
+            await self._write_if([USERS_BUCKET], entry_key, None, match=entry)
+        return False
 
-    async def put_bucket(self, info: BucketMD) -> None:
-        await self.client.put([METASTORE], info.name, info.serialize(), {})
+    async def put_bucket(self, info: BucketMD) -> bool:
+        """Rewrite the attributes of the bucket `info` was read from; False (nothing written) when
+        that bucket is gone: a write never brings a deleted bucket back, nor clears a deletion mark."""
+        value = info.serialize()
+        for _ in range(BUCKET_RECORD_ATTEMPTS):
+            raw = await self._raw([METASTORE], info.name)
+            if raw is None:
+                return False
+            doc = jsoncodec.loads(raw)
+            if not _same_bucket(doc, info):
+                return False
+            if doc.get(DELETED):
+                await self._settle(info.name, raw, doc)
+                continue
+            if await self._write_if([METASTORE], info.name, value, match=raw):
+                return True
+        raise MetadataError("InternalError", 503, f"bucket {info.name} record kept changing")
 
-    async def delete_bucket(self, info: BucketMD) -> None:
-        await self.client.delete([METASTORE], info.name, {})
-        await self.client.delete([USERS_BUCKET], users_bucket_key(info.owner, info.name), {})
+    async def delete_bucket(self, info: BucketMD) -> str:
+        """DeleteBucket: mark, check emptiness, remove or unmark (see the module docstring).
+        SETTLED_DELETED, BUCKET_MISSING, BUCKET_HAS_VERSIONS or BUCKET_HAS_UPLOADS."""
+        marked = False
+        outcome = BUCKET_HAS_VERSIONS
+        for _ in range(BUCKET_RECORD_ATTEMPTS):
+            raw = await self._raw([METASTORE], info.name)
+            doc = None if raw is None else jsoncodec.loads(raw)
+            if raw is None or doc is None or not _same_bucket(doc, info):
+                # Gone while we were at it: removed by whoever settled our mark, or by a concurrent delete.
+                return SETTLED_DELETED if marked else BUCKET_MISSING
+            if not doc.get(DELETED):
+                mark = json.dumps({**doc, DELETED: True, DELETION_ID: uuid.uuid4().hex}, separators=(",", ":"))
+                if not await self._write_if([METASTORE], info.name, mark, match=raw):
+                    continue
+                marked = True
+                raw, doc = mark, jsoncodec.loads(mark)
+            outcome = await self._settle(info.name, raw, doc)
+            if outcome != SETTLED_LOST:
+                break
+        if outcome == SETTLED_DELETED:
+            return SETTLED_DELETED
+        return BUCKET_HAS_UPLOADS if await self.bucket_has_uploads(info.name) \
+            and not await self.bucket_has_versions(info.name) else BUCKET_HAS_VERSIONS
+
+    async def _settle(self, name: str, raw: str, doc: dict[str, Any]) -> str:
+        """Finish or undo the deletion that marked the record `raw`: remove the bucket if it is
+        empty, else unmark it; both only if the record still holds that mark (SETTLED_LOST if not).
+        Anyone may do it, any number of times: the conditional writes let one settlement win."""
+        if await self.bucket_has_versions(name) or await self.bucket_has_uploads(name):
+            unmarked = {k: v for k, v in doc.items() if k != DELETION_ID}
+            unmarked[DELETED] = False
+            if await self._write_if([METASTORE], name, json.dumps(unmarked, separators=(",", ":")), match=raw):
+                return SETTLED_KEPT
+            return SETTLED_LOST
+        if not await self._write_if([METASTORE], name, None, match=raw):
+            return SETTLED_LOST
+        owner, created = doc.get("owner"), doc.get("creationDate")
+        if isinstance(owner, str) and isinstance(created, str):
+            # Only the entry of this bucket: a bucket of the same name and owner created since has its own date.
+            await self._write_if([USERS_BUCKET], users_bucket_key(owner, name), None, match=_users_entry(created))
+        return SETTLED_DELETED
+
+    async def bucket_alive(self, info: BucketMD) -> bool:
+        """After a write into the bucket `info` was read from: whether that bucket still exists.
+        A deletion mark is settled: the write is in the bucket, so a pending delete fails
+        (BucketNotEmpty) unless it already removed the record, in which case the writer undoes its
+        write (NoSuchBucket)."""
+        for _ in range(BUCKET_RECORD_ATTEMPTS):
+            raw = await self._raw([METASTORE], info.name)
+            if raw is None:
+                return False
+            doc = jsoncodec.loads(raw)
+            if not _same_bucket(doc, info):
+                return False
+            if not doc.get(DELETED):
+                return True
+            outcome = await self._settle(info.name, raw, doc)
+            if outcome != SETTLED_LOST:
+                return outcome == SETTLED_KEPT
+        return False
 
     async def bucket_has_uploads(self, name: str) -> bool:
         return await self._first_key(shadow_bucket(name)) is not None
@@ -185,6 +348,22 @@ class Store:
         reply = await self.client.put([bucket], key, md.to_json(), options)
         return jsoncodec.loads(reply)["versionId"] if reply else None
 
+    async def replace_object(self, bucket: str, key: str, md: ObjectMD) -> tuple[ObjectMD | None, str]:
+        """Plain put of `md` (non-versioned bucket): (the master it replaced, or None; the text
+        stored). The replaced master is read and overwritten in one step, so of two concurrent
+        writes each gets a different one and its data is freed exactly once."""
+        text = md.to_json()
+        reply = await self.client.put([bucket], key, text, {"returnPrevious": True})
+        return _previous_object(reply), text
+
+    async def remove_object(self, bucket: str, key: str) -> ObjectMD | None:
+        """Plain delete of the master (non-versioned bucket): the master it removed, or None."""
+        return _previous_object(await self.client.delete([bucket], key, {"returnPrevious": True}))
+
+    async def delete_object_if(self, bucket: str, key: str, text: str) -> bool:
+        """Delete the master only if it is still exactly `text` (undoing our own plain put)."""
+        return await self._write_if([bucket], key, None, match=text)
+
     async def delete_object(self, bucket: str, key: str, version_id: str | None = None) -> None:
         """Remove the master (version_id None) or one version (the engine repairs the master)."""
         await self.client.delete([bucket], key, {"versionId": version_id} if version_id is not None else {})
@@ -213,11 +392,25 @@ class Store:
         doc = await self._find([shadow_bucket(bucket)], overview_key(key, upload_id))
         return None if doc is None else UploadMD(doc)
 
+    async def get_upload_record(self, bucket: str, key: str, upload_id: str) -> tuple[UploadMD, str] | None:
+        """The overview and its stored text (for replace_upload / delete_upload_if), None when absent."""
+        raw = await self._raw([shadow_bucket(bucket)], overview_key(key, upload_id))
+        return None if raw is None else (UploadMD(jsoncodec.loads(raw)), raw)
+
     async def put_upload(self, bucket: str, key: str, upload_id: str, overview: UploadMD) -> None:
         await self.client.put([shadow_bucket(bucket)], overview_key(key, upload_id), json.dumps(overview), {})
 
-    async def delete_upload(self, bucket: str, key: str, upload_id: str) -> None:
+    async def replace_upload(self, bucket: str, key: str, upload_id: str, overview: UploadMD, expected: str) -> bool:
+        """Write the overview only if it is still exactly `expected` (Complete's and Abort's claim)."""
+        return await self._write_if([shadow_bucket(bucket)], overview_key(key, upload_id), json.dumps(overview),
+                                    match=expected)
+
+    async def delete_upload(self, bucket: str, key: str, upload_id: str, expected: str | None = None) -> bool:
+        """Remove the overview (only if it is still exactly `expected`, when given)."""
+        if expected is not None:
+            return await self._write_if([shadow_bucket(bucket)], overview_key(key, upload_id), None, match=expected)
         await self.client.delete([shadow_bucket(bucket)], overview_key(key, upload_id), {})
+        return True
 
     async def put_part(self, bucket: str, upload_id: str, part_number: int, value: PartMD) -> None:
         key = part_key(upload_id, part_number)

@@ -12,6 +12,12 @@ account), so a lifecycle worker or a test runs them without a request.
 Write order (docs/durability.md): data first, then the metadata commit, and
 only then the replaced data is freed: a crash in between leaks data, never
 loses an object.
+
+Races (docs/versioning.md#races): a plain (non-versioned) write or delete learns from the store
+which master it replaced, and frees that one's data, so two concurrent overwrites never free the
+same data twice nor leak one. After a write, `Store.bucket_alive` checks that the bucket it wrote
+into still exists (settling a DeleteBucket in progress): if a DeleteBucket won, the write is
+undone and answers NoSuchBucket; otherwise that DeleteBucket answers BucketNotEmpty.
 """
 from __future__ import annotations
 
@@ -36,6 +42,7 @@ Locations = list[dict[str, Any]]
 class Committed:
     version_id: str | None                   # internal id; None for non-versioned buckets
     freed: list[Locations] = field(default_factory=list)   # locations no longer referenced
+    stored: str | None = None                # the master text a plain put stored (to undo it)
 
 
 @dataclass
@@ -120,9 +127,10 @@ async def commit_version(store: "Store", bucket: BucketMD, key: str, md: ObjectM
     """
     status = bucket.versioning_status
     if status is None:
-        await store.put_object(bucket.name, key, md)
-        freed = [master.data_locations] if master is not None and master.data_locations else []
-        return Committed(None, freed)
+        # Free what this put replaced, which may not be `master` if another write came in between.
+        replaced, stored = await store.replace_object(bucket.name, key, md)
+        freed = [replaced.data_locations] if replaced is not None and replaced.data_locations else []
+        return Committed(None, freed, stored)
     if status == "Enabled":
         if master is not None and master.is_null_or_unversioned:
             # Preserve the null (or pre-versioning) master as a version of its own.
@@ -170,7 +178,19 @@ async def commit_new_object(services: "Services", bucket: BucketMD, key: str, md
         raise
     for freed in committed.freed:
         await free_locations(services, freed, log)
+    if not await services.store.bucket_alive(bucket):
+        await undo_commit(services.store, bucket, key, committed)
+        await free_locations(services, new_locations, log)
+        raise S3Error("NoSuchBucket", BucketName=bucket.name)
     return committed
+
+
+async def undo_commit(store: "Store", bucket: BucketMD, key: str, committed: Committed) -> None:
+    """Remove what a commit wrote into a bucket deleted meanwhile (only that: a later write stays)."""
+    if committed.version_id is not None:
+        await store.delete_object(bucket.name, key, committed.version_id)
+    elif committed.stored is not None:
+        await store.delete_object_if(bucket.name, key, committed.stored)
 
 
 async def delete_object(services: "Services", bucket: BucketMD, key: str, version: str | None,
@@ -182,13 +202,17 @@ async def delete_object(services: "Services", bucket: BucketMD, key: str, versio
         master = await store.get_object(bucket.name, key)
         if bucket.versioning_status is None:
             if master is not None:
-                await store.delete_object(bucket.name, key)
-                await free_locations(services, master.data_locations, log)
+                removed = await store.remove_object(bucket.name, key)   # may be newer than `master`
+                if removed is not None:
+                    await free_locations(services, removed.data_locations, log)
             return Deleted()
         marker = ObjectMD.delete_marker(key, actor.canonical_id, actor.name)
         committed = await commit_version(store, bucket, key, marker, master)
         for freed in committed.freed:
             await free_locations(services, freed, log)
+        if not await store.bucket_alive(bucket):
+            await undo_commit(store, bucket, key, committed)
+            raise S3Error("NoSuchBucket", BucketName=bucket.name)
         vid = external_version_id(marker, committed.version_id) if committed.version_id else None
         return Deleted(vid, True)
     try:

@@ -16,7 +16,8 @@ from typing import Any
 
 from shared.config import (DEFAULT_CALL_TIMEOUT_MS, DEFAULT_STREAM_ACK_TIMEOUT_MS,
                            DEFAULT_STREAM_MAX_PENDING_ACK)
-from shared.metastore.errors import MetadataError, invalid_argument
+from shared.metastore.engine import CONDITION_OPTIONS, OPT_IF_ABSENT, OPT_IF_MATCH, OPT_RETURN_PREVIOUS
+from shared.metastore.errors import PRECONDITION_FAILED, MetadataError, invalid_argument
 
 __all__ = [
     "NAMESPACE", "SOCKETIO_PATH", "MAX_HTTP_BUFFER_SIZE", "API_VERSION",
@@ -27,7 +28,8 @@ __all__ = [
     "MANIFEST_CALLS", "STREAM_CALLS", "CallParams", "build_params", "parse_params", "parse_call_args",
     "manifest", "stream_marker", "parse_stream_marker", "new_stream_id", "stream_id_of",
     "flatten_error", "unflatten_error", "timeout_error", "stream_timeout_error", "payload_size",
-    "MAX_KEY_BYTES", "MAX_VALUE_BYTES",
+    "MAX_KEY_BYTES", "MAX_VALUE_BYTES", "EXTENSION_CONDITIONAL_WRITES", "OPT_IF_ABSENT", "OPT_IF_MATCH",
+    "OPT_RETURN_PREVIOUS", "CONDITION_OPTIONS", "PRECONDITION_FAILED", "has_conditions", "supports",
 ]
 
 # The metadata service lives on this socket.io namespace, default path (docs/protocol.md#transport).
@@ -61,6 +63,12 @@ MANIFEST_CALLS: tuple[str, ...] = (CALL_CREATE_READ_STREAM, CALL_RAW_LIST_KEYS, 
                                    CALL_PUT, CALL_DEL, CALL_GET, CALL_GET_DISK_USAGE, CALL_GET_STATS)
 # Calls whose result is a stream marker (docs/protocol.md#read-streams).
 STREAM_CALLS = frozenset({CALL_CREATE_READ_STREAM, CALL_RAW_LIST_KEYS})
+
+# Our extensions, named in the manifest's "extensions" list (the original's clients read only
+# "api" and ignore it). conditionalWrites: the ifAbsent / ifMatch / returnPrevious options of a
+# plain put or del, and the PreconditionFailed error (docs/protocol.md#conditional-writes).
+EXTENSION_CONDITIONAL_WRITES = "conditionalWrites"
+EXTENSIONS: tuple[str, ...] = (EXTENSION_CONDITIONAL_WRITES,)
 
 # Input limits. S3 keys are at most 915 bytes (plus a version suffix); the
 # largest legitimate value is an MPU object with 10 000 part locations, a few MB.
@@ -168,8 +176,19 @@ def parse_call_args(name: str, args: list[Any]) -> tuple[Any, ...]:
 
 
 def manifest() -> dict[str, Any]:
-    """The getManifest reply (docs/protocol.md#handshake)."""
-    return {"apiVersion": API_VERSION, "api": [{"name": n} for n in MANIFEST_CALLS]}
+    """The getManifest reply (docs/protocol.md#handshake), with our extensions."""
+    return {"apiVersion": API_VERSION, "api": [{"name": n} for n in MANIFEST_CALLS], "extensions": list(EXTENSIONS)}
+
+
+def supports(manifest_reply: Any, extension: str) -> bool:
+    """Whether a getManifest reply announces `extension` (never for the original dmd)."""
+    extensions = manifest_reply.get("extensions") if isinstance(manifest_reply, dict) else None
+    return isinstance(extensions, list) and extension in extensions
+
+
+def has_conditions(options: dict[str, Any] | None) -> bool:
+    """Whether put/del options use the conditionalWrites extension."""
+    return bool(options) and any(options.get(name) is not None for name in CONDITION_OPTIONS)
 
 
 # ---- streams (docs/protocol.md#read-streams) -----------------------------------

@@ -14,8 +14,10 @@ from gateway.api.common import read_xml_body, xml_response
 from gateway.context import RequestContext
 from gateway.models import CANNED_ACLS, BucketMD, canned_acl, now_iso
 from gateway.router import action
+from gateway.store import BUCKET_HAS_UPLOADS, BUCKET_MISSING, SETTLED_DELETED
 from gateway.xml import child_text, local, parse, root, sub
 
+CREATE_ATTEMPTS = 4
 _BUCKET_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
@@ -70,30 +72,38 @@ async def create_bucket(ctx: RequestContext) -> Response:
     if location is None:
         raise S3Error("InvalidLocationConstraint", "The specified location constraint is not valid.",
                       LocationConstraint=constraint)
-    existing = await ctx.store.get_bucket(name)
-    if existing is not None:
-        if existing.owner != ctx.account.canonical_id:
-            raise S3Error("BucketAlreadyExists", BucketName=name)
-        if ctx.config.locations[location].legacy_aws_behavior:
-            return Response(status_code=200, headers={"Location": f"/{name}"})
-        raise S3Error("BucketAlreadyOwnedByYou", BucketName=name)
     info = BucketMD(name, ctx.account.canonical_id, ctx.account.name, now_iso(), location_constraint=location)
     if acl:
         info.acl = canned_acl(acl, bucket=True)
-    await ctx.store.create_bucket(info)
-    return Response(status_code=200, headers={"Location": f"/{name}"})
+    # The record is put only if absent: of concurrent creators exactly one wins, the others
+    # then find the winner's bucket (a deletion in progress is settled by get_bucket first).
+    for _ in range(CREATE_ATTEMPTS):
+        existing = await ctx.store.get_bucket(name)
+        if existing is not None:
+            if existing.owner != ctx.account.canonical_id:
+                raise S3Error("BucketAlreadyExists", BucketName=name)
+            if ctx.config.locations[location].legacy_aws_behavior:
+                return Response(status_code=200, headers={"Location": f"/{name}"})
+            raise S3Error("BucketAlreadyOwnedByYou", BucketName=name)
+        if await ctx.store.create_bucket(info):
+            return Response(status_code=200, headers={"Location": f"/{name}"})
+    raise S3Error("BucketAlreadyExists", BucketName=name)   # created and deleted again and again meanwhile
 
 
 @action("DeleteBucket")
 async def delete_bucket(ctx: RequestContext) -> Response:
     info = ctx.bucket_md
     # Empty as ListObjectVersions shows it: placeholder masters do not count (Store.bucket_has_versions).
-    if await ctx.store.bucket_has_versions(info.name):
-        raise S3Error("BucketNotEmpty", BucketName=info.name)
-    if await ctx.store.bucket_has_uploads(info.name):
+    # The store marks the bucket deleted before checking, so a write either lands first (and
+    # the delete answers BucketNotEmpty) or finds the bucket gone (Store.delete_bucket).
+    outcome = await ctx.store.delete_bucket(info)
+    if outcome == BUCKET_MISSING:
+        raise S3Error("NoSuchBucket", BucketName=info.name)
+    if outcome == BUCKET_HAS_UPLOADS:
         raise S3Error("BucketNotEmpty", "The bucket you tried to delete has ongoing multipart uploads.",
                       BucketName=info.name)
-    await ctx.store.delete_bucket(info)
+    if outcome != SETTLED_DELETED:
+        raise S3Error("BucketNotEmpty", BucketName=info.name)
     return Response(status_code=204)
 
 

@@ -9,6 +9,11 @@ of in-flight calls when the connection drops, automatic reconnection with
 back-off, and read streams with backpressure (a packet is acked only when the
 local buffer has room, so a consumer that stops reading stops the producer).
 `LocalMetadataClient` runs the same engine in process (S3BACKEND=mem).
+
+Conditional writes (`ifAbsent`, `ifMatch`, `returnPrevious` in the options of a plain put or
+del, docs/protocol.md#conditional-writes) are checked by the engine, atomically. Against a dmd
+whose manifest does not announce them (the original's), the remote client checks them itself
+with a read before the write: same answers, without the atomicity.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from typing import Any, AsyncIterator, Callable
 import socketio
 
 from shared import jsoncodec, rpc
+from shared.config import DMD_SECRET_AUTH_FIELD
 from shared.log import get_logger, log_event
 from shared.metastore.errors import MetadataError
 
@@ -54,8 +60,10 @@ class MetadataClient(abc.ABC):
 
     @abc.abstractmethod
     async def put(self, sublevel: list[str], key: str, value: str, options: dict | None = None, *,
-                  req_uids: str | None = None) -> str | None:
-        """None for a plain put; the string '{"versionId":"<vid>"}' for versioned puts."""
+                  req_uids: str | None = None) -> Any:
+        """None for a plain put; the string '{"versionId":"<vid>"}' for versioned puts;
+        {"previous": <value replaced or None>} with returnPrevious. A failed ifAbsent/ifMatch
+        raises MetadataError("PreconditionFailed", 412)."""
 
     @abc.abstractmethod
     async def get(self, sublevel: list[str], key: str, options: dict | None = None, *,
@@ -64,7 +72,8 @@ class MetadataClient(abc.ABC):
 
     @abc.abstractmethod
     async def delete(self, sublevel: list[str], key: str, options: dict | None = None, *,
-                     req_uids: str | None = None) -> str | None: ...
+                     req_uids: str | None = None) -> Any:
+        """As put: ifMatch and returnPrevious apply to a plain delete."""
 
     @abc.abstractmethod
     def read_stream(self, sublevel: list[str], options: dict, *,
@@ -170,11 +179,14 @@ class RemoteMetadataClient(MetadataClient):
     def __init__(self, host: str, port: int, call_timeout_ms: int = rpc.DEFAULT_CALL_TIMEOUT_MS, *,
                  stream_buffer_packets: int = STREAM_BUFFER_PACKETS,
                  reconnect_delay_s: float = RECONNECT_DELAY_S,
-                 reconnect_delay_max_s: float = RECONNECT_DELAY_MAX_S) -> None:
+                 reconnect_delay_max_s: float = RECONNECT_DELAY_MAX_S, secret: str = "") -> None:
         self.url = f"http://{host}:{port}"
+        # The dmd secret, sent as the handshake's auth payload (also on every reconnection).
+        self._auth = {DMD_SECRET_AUTH_FIELD: secret} if secret else None
         self.call_timeout_ms = call_timeout_ms
         self.stream_buffer_packets = stream_buffer_packets
         self.manifest: dict[str, Any] | None = None
+        self.conditional_writes = False   # the dmd checks put/del conditions itself (manifest extension)
         self._sio = socketio.AsyncClient(reconnection=True, reconnection_attempts=0,
                                          reconnection_delay=reconnect_delay_s,
                                          reconnection_delay_max=reconnect_delay_max_s,
@@ -214,6 +226,7 @@ class RemoteMetadataClient(MetadataClient):
         if missing:
             raise MetadataError("InternalError", 500, f"metadata daemon manifest lacks {missing}")
         self.manifest = manifest
+        self.conditional_writes = rpc.supports(manifest, rpc.EXTENSION_CONDITIONAL_WRITES)
 
     async def _connect_with_backoff(self, budget_s: float | None) -> None:
         """Connect attempts with exponential back-off; raise the last error once `budget_s` is spent."""
@@ -223,7 +236,8 @@ class RemoteMetadataClient(MetadataClient):
         while not self._closing:
             try:
                 await self._sio.connect(self.url, namespaces=[rpc.NAMESPACE], transports=["websocket"],
-                                        socketio_path=rpc.SOCKETIO_PATH, wait_timeout=CONNECT_ATTEMPT_TIMEOUT_S)
+                                        socketio_path=rpc.SOCKETIO_PATH, wait_timeout=CONNECT_ATTEMPT_TIMEOUT_S,
+                                        auth=self._auth)
                 return
             except socketio.exceptions.ConnectionError:
                 if deadline is not None and loop.time() + delay >= deadline:
@@ -336,7 +350,9 @@ class RemoteMetadataClient(MetadataClient):
         return on_ack
 
     async def put(self, sublevel: list[str], key: str, value: str, options: dict | None = None, *,
-                  req_uids: str | None = None) -> str | None:
+                  req_uids: str | None = None) -> Any:
+        if rpc.has_conditions(options) and not self.conditional_writes:
+            return await self._emulated(rpc.CALL_PUT, sublevel, key, value, options or {}, req_uids)
         return await self._call(rpc.CALL_PUT, [key, value, options or {}], sublevel, req_uids)
 
     async def get(self, sublevel: list[str], key: str, options: dict | None = None, *,
@@ -344,8 +360,29 @@ class RemoteMetadataClient(MetadataClient):
         return await self._call(rpc.CALL_GET, [key, options or {}], sublevel, req_uids)
 
     async def delete(self, sublevel: list[str], key: str, options: dict | None = None, *,
-                     req_uids: str | None = None) -> str | None:
+                     req_uids: str | None = None) -> Any:
+        if rpc.has_conditions(options) and not self.conditional_writes:
+            return await self._emulated(rpc.CALL_DEL, sublevel, key, None, options or {}, req_uids)
         return await self._call(rpc.CALL_DEL, [key, options or {}], sublevel, req_uids)
+
+    async def _emulated(self, name: str, sublevel: list[str], key: str, value: str | None,
+                        options: dict[str, Any], req_uids: str | None) -> Any:
+        """A conditional put/del on a dmd without the extension: read, check, write (not atomic)."""
+        plain = {k: v for k, v in options.items() if k not in rpc.CONDITION_OPTIONS}
+        try:
+            current: str | None = await self._call(rpc.CALL_GET, [key, {}], sublevel, req_uids)
+        except MetadataError as exc:
+            if exc.type != "ObjNotFound":
+                raise
+            current = None
+        if options.get(rpc.OPT_IF_ABSENT) and current is not None:
+            raise MetadataError(rpc.PRECONDITION_FAILED, 412, "the key exists")
+        expected = options.get(rpc.OPT_IF_MATCH)
+        if expected is not None and current != expected:
+            raise MetadataError(rpc.PRECONDITION_FAILED, 412, "the stored value differs")
+        args = [key, plain] if value is None else [key, value, plain]
+        await self._call(name, args, sublevel, req_uids)
+        return {"previous": current} if options.get(rpc.OPT_RETURN_PREVIOUS) else None
 
     async def get_uuid(self) -> str:
         return await self._call(rpc.CALL_GET_UUID, [], [])

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 from shared import jsoncodec, versionid
 from shared.log import get_logger, log_event
-from shared.metastore.errors import MetadataError, invalid_argument, obj_not_found
+from shared.metastore.errors import MetadataError, invalid_argument, obj_not_found, precondition_failed
 from shared.metastore.keyspace import (
     NO_LIMIT,
     RangeQuery,
@@ -116,6 +116,52 @@ def _requested_version(options: dict[str, Any]) -> str | None:
     return value
 
 
+# Conditional writes, our extension (docs/protocol.md#conditional-writes): options of a plain put or del.
+OPT_IF_ABSENT = "ifAbsent"
+OPT_IF_MATCH = "ifMatch"
+OPT_RETURN_PREVIOUS = "returnPrevious"
+CONDITION_OPTIONS = (OPT_IF_ABSENT, OPT_IF_MATCH, OPT_RETURN_PREVIOUS)
+
+
+class _Condition:
+    """What a conditional put or del asks: the key must be absent, or hold exactly `if_match`;
+    and whether the reply carries the value it replaced."""
+    __slots__ = ("if_absent", "if_match", "return_previous")
+
+    def __init__(self, if_absent: bool, if_match: bytes | None, return_previous: bool):
+        self.if_absent = if_absent
+        self.if_match = if_match
+        self.return_previous = return_previous
+
+    def check(self, current: bytes | None) -> None:
+        if self.if_absent and current is not None:
+            raise precondition_failed("the key exists")
+        if self.if_match is not None and current != self.if_match:
+            raise precondition_failed("the key is missing" if current is None else "the stored value differs")
+
+
+def _condition(options: dict[str, Any], call: str, versioned: bool) -> _Condition | None:
+    """The conditions of a put or del, None when it sends none (every original client)."""
+    if not any(options.get(name) is not None for name in CONDITION_OPTIONS):
+        return None
+    if_absent = options.get(OPT_IF_ABSENT)
+    if_match = options.get(OPT_IF_MATCH)
+    return_previous = options.get(OPT_RETURN_PREVIOUS)
+    if versioned:
+        raise invalid_argument(f"{call}: ifAbsent, ifMatch and returnPrevious apply to plain (non-versioned) writes")
+    for name, value in ((OPT_IF_ABSENT, if_absent), (OPT_RETURN_PREVIOUS, return_previous)):
+        if value is not None and not isinstance(value, bool):
+            raise invalid_argument(f"{call}: option {name} must be a boolean")
+    if if_match is not None and not isinstance(if_match, str):
+        raise invalid_argument(f"{call}: option ifMatch must be a string (the stored value)")
+    if if_absent and if_match is not None:
+        raise invalid_argument(f"{call}: ifAbsent and ifMatch are exclusive")
+    if if_absent and call == "del":
+        raise invalid_argument("del: ifAbsent makes no sense on a delete")
+    return _Condition(bool(if_absent), None if if_match is None else encode_text(if_match, "ifMatch"),
+                      bool(return_previous))
+
+
 def _check_json_object(value: str) -> None:
     stripped = value.strip()
     if not (stripped.startswith("{") and stripped.endswith("}")):
@@ -193,14 +239,20 @@ class MetaStore:
 
     # --- public API ---------------------------------------------------------------------------
 
-    async def put(self, sublevel: list[str], key: str, value: str, options: dict | None) -> str | None:
-        """Store `value`; None for a plain put, the string '{"versionId":"<vid>"}' for versioned puts."""
+    async def put(self, sublevel: list[str], key: str, value: str, options: dict | None) -> Any:
+        """Store `value`; None for a plain put, the string '{"versionId":"<vid>"}' for versioned puts.
+
+        A plain put may carry conditions (ifAbsent, ifMatch: PreconditionFailed when they do not
+        hold) and returnPrevious (reply {"previous": <replaced value or null>}); docs/protocol.md#conditional-writes."""
         self._check_open()
         prefix = sublevel_prefix(sublevel)
         master = prefix + encode_text(key, "key")
         encode_text(value, "value")
         opts = _check_options(options)
         version = _requested_version(opts)
+        condition = _condition(opts, "put", version is not None or _is_set(opts, "versioning"))
+        if condition is not None:
+            return await self._conditional_write(master, value.encode(), condition)
         if version is not None:
             if version == "":
                 # Versioning suspended: overwrite the master only, with an internal fresh id.
@@ -244,12 +296,18 @@ class MetaStore:
             raise obj_not_found()
         return resolved
 
-    async def delete(self, sublevel: list[str], key: str, options: dict | None) -> str | None:
-        """Delete the master, or with versionId that version (placing a PHD if it was the master's)."""
+    async def delete(self, sublevel: list[str], key: str, options: dict | None) -> Any:
+        """Delete the master, or with versionId that version (placing a PHD if it was the master's).
+
+        A plain delete may carry ifMatch and returnPrevious, as a plain put."""
         self._check_open()
         prefix = sublevel_prefix(sublevel)
         master = prefix + encode_text(key, "key")
-        version = _requested_version(_check_options(options))
+        opts = _check_options(options)
+        version = _requested_version(opts)
+        condition = _condition(opts, "del", bool(version))
+        if condition is not None:
+            return await self._conditional_write(master, None, condition)
         if not version:
             await self._write([(master, None)])   # deleting a missing key is not an error
             return None
@@ -303,6 +361,19 @@ class MetaStore:
         log_event(_log, logging.INFO, "metastore closed", **self._stats)
 
     # --- versioning algorithms (docs/versioning.md#engine-algorithms) ---------------------------
+
+    async def _conditional_write(self, master: bytes, value: bytes | None, condition: _Condition) -> Any:
+        """Check the condition against the key as it will be once every queued write is committed
+        and queue the write in the same step, under the key lock held until it is durable: two
+        conditional writes of one key never both see the same value."""
+        async with self._key_lock(master):
+            current = await self._read_for_update(master)
+            # Nothing awaits between the read and the enqueue: no write can slip in between.
+            condition.check(current)
+            await self._durable(self._enqueue([(master, value)]))
+        if condition.return_previous:
+            return {"previous": None if current is None else decode_text(current)}
+        return None
 
     async def _put_version(self, master: bytes, value: str, version: str) -> str:
         version_key = master + VERSION_SEPARATOR + encode_text(version, "versionId")

@@ -33,3 +33,11 @@ def obj_not_found(description: str = "This object does not exist") -> MetadataEr
 
 def invalid_argument(description: str) -> MetadataError:
     return MetadataError("InvalidArgument", 400, description)
+
+
+# Our extension (docs/protocol.md#conditional-writes): a put/del condition that did not hold.
+PRECONDITION_FAILED = "PreconditionFailed"
+
+
+def precondition_failed(description: str) -> MetadataError:
+    return MetadataError(PRECONDITION_FAILED, 412, description)

@@ -699,3 +699,130 @@ def test_random_operation_sequences_match_a_dict_model(store_kind, examples, tmp
                 await s.close()
         asyncio.run(go())
     check()
+
+
+# ---- conditional writes (docs/protocol.md#conditional-writes) ----------------------------------
+
+class SlowKV(MemoryKV):
+    """A memory store whose commits take a while and run in a worker thread (as RocksDB's do), so
+    that writes arriving meanwhile queue up in the write cache for the next batch."""
+
+    def __init__(self, delay_s: float = 0.02):
+        super().__init__()
+        self.delay_s = delay_s
+
+    def write(self, ops, sync=True):
+        import time
+        time.sleep(self.delay_s)
+        super().write(ops, sync)
+
+
+@pytest.fixture
+async def slow_store() -> AsyncIterator[MetaStore]:
+    s = MetaStore(SlowKV(), repair_delay_s=3600)
+    s._inline = False   # commit in a thread, as over RocksDB: a commit is in flight while others queue
+    yield s
+    await s.close()
+
+
+async def test_put_if_absent_writes_a_missing_key_only(store):
+    assert await store.put(B, "k", "one", {"ifAbsent": True}) is None
+    with pytest.raises(MetadataError) as exc:
+        await store.put(B, "k", "two", {"ifAbsent": True})
+    expect_error(exc, "PreconditionFailed")
+    assert exc.value.code == 412
+    assert await store.get(B, "k", None) == "one"
+
+
+async def test_put_if_match_compares_the_whole_stored_value(store):
+    await store.put(B, "k", '{"v":1}', None)
+    for wrong in ('{"v":2}', '{"v": 1}', ""):
+        with pytest.raises(MetadataError) as exc:
+            await store.put(B, "k", "new", {"ifMatch": wrong})
+        expect_error(exc, "PreconditionFailed")
+    with pytest.raises(MetadataError) as exc:
+        await store.put(B, "missing", "new", {"ifMatch": '{"v":1}'})
+    expect_error(exc, "PreconditionFailed")
+    await store.put(B, "k", "new", {"ifMatch": '{"v":1}'})
+    assert await store.get(B, "k", None) == "new"
+    with pytest.raises(MetadataError):
+        await store.get(B, "missing", None)
+
+
+async def test_delete_if_match_removes_only_the_value_expected(store):
+    await store.put(B, "k", "one", None)
+    with pytest.raises(MetadataError) as exc:
+        await store.delete(B, "k", {"ifMatch": "other"})
+    expect_error(exc, "PreconditionFailed")
+    assert await store.get(B, "k", None) == "one"
+    assert await store.delete(B, "k", {"ifMatch": "one"}) is None
+    with pytest.raises(MetadataError) as exc:
+        await store.delete(B, "k", {"ifMatch": "one"})
+    expect_error(exc, "PreconditionFailed")
+
+
+async def test_return_previous_answers_the_value_replaced_or_removed(store):
+    assert await store.put(B, "k", "one", {"returnPrevious": True}) == {"previous": None}
+    assert await store.put(B, "k", "two", {"returnPrevious": True}) == {"previous": "one"}
+    assert await store.put(B, "k", "three", {"ifMatch": "two", "returnPrevious": True}) == {"previous": "two"}
+    assert await store.delete(B, "k", {"returnPrevious": True}) == {"previous": "three"}
+    assert await store.delete(B, "k", {"returnPrevious": True}) == {"previous": None}
+
+
+async def test_conditions_apply_to_plain_writes_only_and_are_typed(mem_store):
+    bad = [("put", {"versioning": True, "ifAbsent": True}), ("put", {"versionId": "", "returnPrevious": True}),
+           ("del", {"versionId": "x", "ifMatch": "v"}), ("put", {"ifAbsent": "yes"}),
+           ("put", {"ifMatch": 3}), ("put", {"ifAbsent": True, "ifMatch": "v"}), ("del", {"ifAbsent": True})]
+    for call, options in bad:
+        with pytest.raises(MetadataError) as exc:
+            if call == "put":
+                await mem_store.put(B, "k", "{}", options)
+            else:
+                await mem_store.delete(B, "k", options)
+        expect_error(exc, "InvalidArgument")
+    # Unset conditions are no conditions: a plain put as ever.
+    assert await mem_store.put(B, "k", "v", {"ifAbsent": None, "ifMatch": None}) is None
+
+
+async def test_conditions_see_writes_still_queued_for_commit(slow_store):
+    s = slow_store
+    first = asyncio.ensure_future(s.put(B, "k", "v1", None))   # its commit is in flight ...
+    await asyncio.sleep(0.005)
+    queued = asyncio.ensure_future(s.put(B, "k", "v2", None))  # ... so this one waits in the queue
+    await asyncio.sleep(0)
+    assert s._pending[b"!bucket!k"][0] == b"v2"                 # queued, not committed
+    stale = s.put(B, "k", "x", {"ifMatch": "v1"})
+    absent = s.put(B, "other", "y", {"ifAbsent": True})
+    taken = s.put(B, "k", "z", {"ifAbsent": True})
+    current = s.put(B, "k", "v3", {"ifMatch": "v2", "returnPrevious": True})
+    results = await asyncio.gather(first, queued, stale, absent, taken, current, return_exceptions=True)
+    assert results[0] is None and results[1] is None
+    assert isinstance(results[2], MetadataError) and results[2].type == "PreconditionFailed"
+    assert results[3] is None
+    assert isinstance(results[4], MetadataError) and results[4].type == "PreconditionFailed"
+    assert results[5] == {"previous": "v2"}
+    assert await s.get(B, "k", None) == "v3"
+
+
+@pytest.mark.parametrize("rounds", [30])
+async def test_concurrent_conditional_writes_of_one_key_have_one_winner_under_group_commit(slow_store, rounds):
+    s = slow_store
+    for r in range(rounds):
+        key = f"k{r}"
+        # put-if-absent: one creator
+        created = await asyncio.gather(*(s.put(B, key, f"c{i}", {"ifAbsent": True}) for i in range(6)),
+                                       return_exceptions=True)
+        assert sum(1 for x in created if x is None) == 1
+        assert all(isinstance(x, MetadataError) and x.type == "PreconditionFailed" for x in created if x is not None)
+        base = await s.get(B, key, None)
+        # put-if-unchanged and delete-if-unchanged of the same value: one winner
+        claims = [s.put(B, key, f"claim{i}", {"ifMatch": base}) for i in range(3)] + \
+                 [s.delete(B, key, {"ifMatch": base}) for _ in range(3)]
+        outcome = await asyncio.gather(*claims, return_exceptions=True)
+        assert sum(1 for x in outcome if x is None) == 1
+        # returnPrevious: each replaced value is answered exactly once, the last one stays
+        await s.put(B, key, "start", None)
+        replies = await asyncio.gather(*(s.put(B, key, f"w{i}", {"returnPrevious": True}) for i in range(8)))
+        previous = [x["previous"] for x in replies]
+        final = await s.get(B, key, None)
+        assert sorted(previous + [final]) == sorted(["start"] + [f"w{i}" for i in range(8)])

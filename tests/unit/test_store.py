@@ -189,3 +189,100 @@ async def test_bucket_has_versions_skips_placeholder_masters_and_repairs_lone_on
     assert not await store.bucket_has_versions("h")
     await store.put_object("h", "plain", _md("plain"))
     assert await store.bucket_has_versions("h")
+
+
+# ---- races settled with conditional writes (docs/versioning.md#races) ---------------------------
+
+async def test_create_bucket_puts_the_record_only_if_absent(store):
+    first = BucketMD("r", "owner", "Owner", now_iso())
+    assert await store.create_bucket(first)
+    second = BucketMD("r", "other", "Other", now_iso())
+    assert not await store.create_bucket(second)
+    assert (await store.get_bucket("r")).owner == "owner"
+    # The loser's users..bucket entry went with its attempt.
+    assert [n async for n in store.owned_bucket_names("other")] == []
+    assert [n async for n in store.owned_bucket_names("owner")] == ["r"]
+
+
+async def _mark(store, name: str) -> tuple[str, dict]:
+    """What DeleteBucket's first step does: the record marked deleted (a delete in progress, or one
+    that died there)."""
+    raw = await store.client.get([METASTORE], name, {})
+    doc = {**json.loads(raw), "deleted": True, "deletionId": "d1"}
+    marked = json.dumps(doc, separators=(",", ":"))
+    await store.client.put([METASTORE], name, marked, {"ifMatch": raw})
+    return marked, doc
+
+
+async def test_delete_bucket_answers_by_content_and_unmarks_a_bucket_it_keeps(store):
+    info = BucketMD("d", "owner", "Owner", now_iso())
+    await store.create_bucket(info)
+    await store.put_object("d", "k", _md("k"))
+    assert await store.delete_bucket(info) == "versions"
+    assert (await store.get_bucket("d")) is not None
+    assert "deletionId" not in json.loads(await store.client.get([METASTORE], "d", {}))
+    await store.delete_object("d", "k")
+    await store.put_upload("d", "k", "u" * 32, UploadMD({"key": "k"}))
+    assert await store.delete_bucket(info) == "uploads"
+    await store.delete_upload("d", "k", "u" * 32)
+    assert await store.delete_bucket(info) == "deleted"
+    assert await store.get_bucket("d") is None
+    assert [n async for n in store.owned_bucket_names("owner")] == []
+    assert await store.delete_bucket(info) == "missing"
+
+
+async def test_a_mark_left_behind_is_settled_by_the_next_reader(store):
+    await store.create_bucket(BucketMD("full", "owner", "Owner", now_iso()))
+    await store.put_object("full", "k", _md("k"))
+    await _mark(store, "full")
+    assert (await store.get_bucket("full")) is not None          # not empty: unmarked, still there
+    assert json.loads(await store.client.get([METASTORE], "full", {}))["deleted"] is False
+    await store.create_bucket(BucketMD("empty", "owner", "Owner", now_iso()))
+    await _mark(store, "empty")
+    assert await store.get_bucket("empty") is None                 # empty: the deletion is finished
+    assert await store._raw([METASTORE], "empty") is None
+
+
+async def test_a_write_that_lands_during_a_delete_makes_the_delete_fail(store):
+    info = BucketMD("w", "owner", "Owner", now_iso())
+    await store.create_bucket(info)
+    loaded = await store.get_bucket("w")
+    marked, doc = await _mark(store, "w")                          # the delete has marked the bucket ...
+    assert await store.bucket_has_versions("w") is False           # ... and found it empty
+    await store.put_object("w", "k", _md("k"))                     # the write lands now ...
+    assert await store.bucket_alive(loaded)                        # ... and finds its bucket alive
+    assert await store._settle("w", marked, doc) == "lost"         # so the delete's removal fails
+    assert await store.delete_bucket(loaded) == "versions"
+
+
+async def test_a_write_that_lands_after_a_delete_finds_its_bucket_gone(store):
+    info = BucketMD("g", "owner", "Owner", now_iso())
+    await store.create_bucket(info)
+    loaded = await store.get_bucket("g")
+    assert await store.delete_bucket(loaded) == "deleted"
+    assert not await store.bucket_alive(loaded)
+    assert not await store.put_bucket(loaded)                      # config writes never resurrect it
+    assert await store.get_bucket("g") is None
+    await store.create_bucket(BucketMD("g", "other", "Other", now_iso()))
+    assert not await store.bucket_alive(loaded)                    # a new bucket of that name is not it
+
+
+async def test_plain_object_writes_return_what_they_replaced(store):
+    await store.create_bucket(BucketMD("o", "owner", "Owner", now_iso()))
+    previous, text = await store.replace_object("o", "k", _md("k", "one"))
+    assert previous is None
+    previous, _ = await store.replace_object("o", "k", _md("k", "two"))
+    assert previous.etag == "one"
+    assert not await store.delete_object_if("o", "k", text)       # not ours any more
+    assert (await store.remove_object("o", "k")).etag == "two"
+    assert await store.remove_object("o", "k") is None
+
+
+async def test_upload_claims_are_conditional_on_the_record_read(store):
+    await store.put_upload("u", "k", "a" * 32, UploadMD({"key": "k"}))
+    overview, raw = await store.get_upload_record("u", "k", "a" * 32)
+    claim = UploadMD({**overview, "completeInProgress": True})
+    assert await store.replace_upload("u", "k", "a" * 32, claim, raw)
+    assert not await store.delete_upload("u", "k", "a" * 32, expected=raw)     # an Abort that read before
+    assert await store.delete_upload("u", "k", "a" * 32, expected=json.dumps(claim))
+    assert await store.get_upload("u", "k", "a" * 32) is None
