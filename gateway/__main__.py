@@ -1,4 +1,4 @@
-"""`python -m gateway`: the S3 gateway on uvicorn (uvloop + httptools).
+"""`python -m gateway`: the S3 gateway on uvicorn (uvloop + httptools, with the limits of gateway/limits.py).
 
 The gateway is stateless, so `--workers N` (config `clusters`) runs N
 processes on the same port, each with its own dmd connection.
@@ -6,12 +6,15 @@ processes on the same port, each with its own dmd connection.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 
 import uvicorn
 
 from gateway import metrics
 from gateway.data.aws_s3 import validate_aws_s3_details
+from gateway.limits import http_limits
+from gateway.server import LimitedHttpToolsProtocol
 from shared.config import Config, ConfigError, load_config
 
 
@@ -34,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config()
         check_locations(config)
+        limits = http_limits(config)
     except ConfigError as exc:
         print(f"gateway: configuration error: {exc}", file=sys.stderr)
         return 1
@@ -45,9 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     port = args.port or port
     workers = args.workers or config.workers
     metrics.prepare_workers(workers)   # one set of counters across the worker processes
+    # httptools has no limit on a request's head: LimitedHttpToolsProtocol counts it (gateway/limits.py).
+    http_protocol = functools.partial(LimitedHttpToolsProtocol, limits=limits)
     uvicorn.run("gateway.app:create_app", factory=True, host=host, port=port, workers=workers,
-                loop="uvloop", http="httptools", log_level="warning", access_log=False,
-                timeout_keep_alive=65, lifespan="on", server_header=False,
+                loop="uvloop", http=http_protocol, log_level="warning", access_log=False,  # type: ignore[arg-type]
+                timeout_keep_alive=limits.keep_alive_timeout_s, lifespan="on", server_header=False,
                 ssl_keyfile=(config.cert_file_paths or {}).get("key"),
                 ssl_certfile=(config.cert_file_paths or {}).get("cert"))
     return 0

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import re
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from typing import AsyncIterator, Awaitable, Callable
 from urllib.parse import parse_qsl, unquote
 
 from starlette.applications import Starlette
@@ -28,7 +29,7 @@ from gateway import metrics
 from gateway.auth import AuthRequest, authenticate
 from gateway.authz import authorize
 from gateway.context import RequestContext, Services
-from gateway.limits import check_object_key
+from gateway.limits import HttpLimits, check_object_key, http_limits
 from gateway.router import METHODS, handler_for, resolve
 from gateway.server import RequestRecord, serve
 from gateway.xml import root, sub, to_bytes
@@ -42,6 +43,17 @@ PREFETCH_OBJECT_ACTIONS = frozenset({"GetObject", "HeadObject", "GetObjectAttrib
 FORM_AUTHENTICATED_ACTION = "PostObject"
 
 
+# What an error document leaves out rather than write: a value holding a character no XML
+# document can carry, not even as a reference (NUL, lone surrogates). The document stays
+# parseable by every SDK; the value came from the request anyway.
+_NOT_IN_ERROR_DOCUMENT = re.compile("[\x00\ud800-\udfff]")
+# An id (version id, upload id) is printable ASCII; anything else names nothing. Refused before
+# it reaches the store: a NUL is the key/version separator of the metadata key space.
+_NOT_AN_ID = re.compile("[^\x20-\x7e]")
+_VERSION_ID_PARAMS = ("versionId", "version-id-marker")
+_UPLOAD_ID_PARAM = "uploadId"
+
+
 def error_response(err: S3Error, record: RequestRecord) -> Response:
     """An S3 error document (no body for HEAD and 304)."""
     headers = {"x-amz-request-id": record.request_id, "x-amz-id-2": record.request_id, **err.headers}
@@ -51,10 +63,24 @@ def error_response(err: S3Error, record: RequestRecord) -> Response:
     sub(doc, "Code", err.code)
     sub(doc, "Message", err.message)
     for name, value in err.extra.items():
-        sub(doc, name, value)
+        if not _NOT_IN_ERROR_DOCUMENT.search(str(value)):
+            sub(doc, name, value)
     sub(doc, "Resource", record.resource)
     sub(doc, "RequestId", record.request_id)
     return Response(to_bytes(doc), status_code=err.status, headers=headers, media_type="application/xml")
+
+
+def check_query_ids(query: dict[str, str]) -> None:
+    """Ids of the query that cannot be ids: a versionId / version-id-marker answers 400
+    InvalidArgument ("Invalid version id specified"), an uploadId 404 NoSuchUpload, as S3
+    answers any id it does not know the form of."""
+    for param in _VERSION_ID_PARAMS:
+        value = query.get(param)
+        if value is not None and _NOT_AN_ID.search(value):
+            raise S3Error("InvalidArgument", "Invalid version id specified", ArgumentName=param, ArgumentValue=value)
+    upload_id = query.get(_UPLOAD_ID_PARAM)
+    if upload_id is not None and _NOT_AN_ID.search(upload_id):
+        raise S3Error("NoSuchUpload", UploadId=upload_id)
 
 
 def split_bucket_key(host: str, path: str, config: Config) -> tuple[str | None, str | None, bool]:
@@ -131,6 +157,7 @@ async def s3_request(request: Request, record: RequestRecord) -> Response:
                          auth.account, extra_log=record.fields)
     try:
         await load_and_authorize(ctx)
+        check_query_ids(query)   # after the bucket's errors and authorization, as for an id S3 does not know
         return await handler(ctx)
     finally:
         await _discard(ctx.prefetched_object)   # a handler that failed before reading it
@@ -189,6 +216,35 @@ async def internal_unknown(request: Request) -> Response:
     return error_response(S3Error("InvalidURI"), record)
 
 
+def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if (name == b"content-length" and value.strip() not in (b"0", b"")) or name == b"transfer-encoding":
+            return True
+    return False
+
+
+def body_timeout_receive(receive: Callable[[], Awaitable[dict]], timeout_s: float) -> Callable[[], Awaitable[dict]]:
+    """`receive` with an idle timeout while the request body is still coming: a client silent
+    for `timeout_s` gets 400 RequestTimeout (and the connection closed), as S3 answers after ~20 s.
+    Once the body is complete, receive is the server's own (waiting for a disconnect is no idling)."""
+    body_done = False
+
+    async def timed_receive() -> dict:
+        nonlocal body_done
+        if body_done:
+            return await receive()
+        try:
+            async with asyncio.timeout(timeout_s):
+                message = await receive()
+        except TimeoutError:
+            raise S3Error("RequestTimeout", headers={"connection": "close"}) from None
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            body_done = True
+        return message
+
+    return timed_receive
+
+
 class S3App:
     """The ASGI entry: S3 requests go straight to `s3_endpoint`; the internal
     routes (/_/...) and the lifespan go through Starlette's router.
@@ -197,15 +253,18 @@ class S3App:
     of a small request's CPU; behaviour is the same (s3_endpoint catches everything).
     """
 
-    def __init__(self, starlette_app: Starlette):
+    def __init__(self, starlette_app: Starlette, limits: HttpLimits | None = None):
         self.starlette = starlette_app
         self.state = starlette_app.state
+        self.body_timeout_s = (limits or HttpLimits()).request_body_timeout_s
 
     async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
         # A method S3 does not know goes to s3_endpoint even on /_/ paths: it answers
         # MethodNotAllowed as an S3 error document, where Starlette would answer plain text.
         if scope["type"] == "http" and (not scope["path"].startswith("/_/") or scope["method"] not in METHODS):
             scope["app"] = self
+            if _has_body(scope["headers"]):
+                receive = body_timeout_receive(receive, self.body_timeout_s)
             request = Request(scope, receive)
             with metrics.RequestTimer(scope) as timer:  # the body's sending counts in the duration
                 response = await s3_endpoint(request)
@@ -238,4 +297,4 @@ def create_app(config: Config | None = None) -> S3App:
         StarletteRoute("/_/healthcheck/deep", healthcheck, methods=["GET", "POST"]),
         StarletteRoute("/_/{rest:path}", internal_unknown, methods=methods),
     ]
-    return S3App(Starlette(routes=routes, lifespan=lifespan))
+    return S3App(Starlette(routes=routes, lifespan=lifespan), http_limits(config))

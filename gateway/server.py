@@ -7,15 +7,21 @@ traceback or a dropped connection: it becomes an error response.
 """
 from __future__ import annotations
 
+import asyncio
+import http
 import logging
+import re
 import time
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gateway.data.base import DataError, DataNotFound
+from gateway.limits import HttpLimits
+from gateway.xml import root, sub, to_bytes
 from shared.errors import S3Error
 from shared.log import get_logger, log_event, new_request_id
 from shared.metastore.errors import MetadataError
@@ -65,6 +71,28 @@ def _body_left_unread(request: Request) -> bool:
     return has_body and not getattr(request, "_stream_consumed", False)
 
 
+# What uvicorn refuses in a response header value (it raises and drops the connection).
+_HEADER_VALUE_FORBIDDEN = re.compile(b"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _unsendable_header(response: Response) -> bool:
+    return _HEADER_VALUE_FORBIDDEN.search(b"\t".join([value for _, value in response.raw_headers])) is not None
+
+
+def _render(render_error: ErrorRenderer, err: S3Error, record: RequestRecord) -> Response:
+    """The endpoint's error document; a bare InternalError document if even that fails."""
+    try:
+        response = render_error(err, record)
+        if not _unsendable_header(response):
+            return response
+        raise RuntimeError("error response header value not sendable")
+    except Exception as exc:
+        log.error("error rendering failed", exc_info=exc, extra={"fields": {"requestId": record.request_id}})
+        body = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InternalError</Code><Message>'
+                b"We encountered an internal error. Please try again.</Message></Error>")
+        return Response(body, status_code=500, media_type="application/xml")
+
+
 async def serve(request: Request, endpoint: Endpoint, render_error: ErrorRenderer) -> Response:
     """Run one request through `endpoint`, render whatever it raises, and log it."""
     scope = request.scope
@@ -73,11 +101,14 @@ async def serve(request: Request, endpoint: Endpoint, render_error: ErrorRendere
     started = time.monotonic()
     try:
         response = await endpoint(request, record)
+        if _unsendable_header(response):
+            # uvicorn would refuse it mid-response and drop the connection: a 500 instead.
+            raise RuntimeError(f"response header value not sendable: {response.raw_headers!r:.500}")
     except Exception as exc:  # every failure becomes an error document
         err = map_internal_error(exc)
         if err.code == "InternalError" or not isinstance(exc, S3Error):
             log.error("request failed", exc_info=exc, extra={"fields": {"requestId": record.request_id}})
-        response = render_error(err, record)
+        response = _render(render_error, err, record)
     if response.status_code >= 300 and _body_left_unread(request):
         # The client may still send (or, with Expect: 100-continue, be waiting to send)
         # a body we never read: closing is the only way to keep the next request intact.
@@ -93,3 +124,127 @@ async def serve(request: Request, endpoint: Endpoint, render_error: ErrorRendere
         line.update(request_fields(record.fields, line))
     log_event(log, logging.INFO, "request", **line)
     return response
+
+
+# ------------------------------------------------------------ the connection (uvicorn + httptools)
+
+LINGER_S = 2.0   # after refusing a request head: how long its remaining bytes are read and dropped
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the limits httptools does not have (gateway/limits.py):
+
+    - the request line and the header section are counted as they arrive; past the limit the
+      request is answered 400 (RequestHeaderSectionTooLarge, as S3; InvalidURI for the line)
+      and the connection closed: a 64 MiB header is never held, whatever its pace;
+    - the head must arrive within the request-body timeout (a client trickling its headers);
+    - a connection that never sends anything is closed after the keep-alive timeout.
+
+    The body's idle timeout is the ASGI application's (S3App: 400 RequestTimeout)."""
+
+    def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any],
+                 _loop: asyncio.AbstractEventLoop | None = None, *, limits: HttpLimits | None = None) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.limits = limits or HttpLimits()
+        self._refused = False
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._new_head()
+
+    def _new_head(self) -> None:
+        self._in_head = True
+        self._head_bytes = 0                 # bytes of the current head seen so far
+        self._line_bytes: int | None = None  # length of its request line, once its end is seen
+        self._tail = b""                     # the last bytes seen: a CRLF may straddle two reads
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        # uvicorn arms its keep-alive timer only after a response: a silent new connection too.
+        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return   # lingering: dropped
+        if self._in_head:
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_later(self.limits.request_body_timeout_s, self._head_timeout)
+            refusal = self._count_head(data)
+            if refusal is not None:
+                self._unset_keepalive_if_required()
+                try:
+                    self._refuse(refusal)
+                except Exception as exc:   # never the transport's fatal error: a closed connection
+                    log.error("refusing a request head failed", exc_info=exc)
+                    self.transport.close()
+                return
+        super().data_received(data)
+
+    def _count_head(self, data: bytes) -> S3Error | None:
+        """Count `data` into the current head; the error to answer once a limit is passed."""
+        buf = self._tail + data
+        offset = self._head_bytes - len(self._tail)    # where buf starts in the head
+        limits = self.limits
+        if self._line_bytes is None:
+            end = buf.find(b"\r\n")
+            line = offset + (end if end >= 0 else len(buf))
+            if line > limits.max_request_line_bytes:
+                return S3Error("InvalidURI", "The request line is too long.")
+            if end >= 0:
+                self._line_bytes = line
+        if self._line_bytes is not None:
+            end = buf.find(b"\r\n\r\n", max(0, self._line_bytes - offset))
+            head = offset + (end + 4 if end >= 0 else len(buf))
+            if head - self._line_bytes - 2 > limits.max_header_bytes:
+                return S3Error("RequestHeaderSectionTooLarge", MaxSizeAllowed=str(limits.max_header_bytes))
+        self._head_bytes += len(data)
+        self._tail = buf[-3:]
+        return None
+
+    def _head_timeout(self) -> None:
+        self._head_timer = None
+        if self._in_head and not self._refused and not self.transport.is_closing():
+            self._refuse(S3Error("RequestTimeout"))
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._cancel_head_timer()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._new_head()
+
+    def _refuse(self, err: S3Error) -> None:
+        """Answer an S3 error document and close: after a linger, so that a client still sending
+        its head reads the answer rather than a connection reset."""
+        self._refused = True
+        self._cancel_head_timer()
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.transport.close()   # a pipelined request's answer is still coming: no interleaving
+            return
+        request_id = new_request_id()
+        doc = root("Error", namespaced=False)
+        sub(doc, "Code", err.code)
+        sub(doc, "Message", err.message)
+        for name, value in err.extra.items():
+            sub(doc, name, value)
+        sub(doc, "RequestId", request_id)
+        body = to_bytes(doc)
+        head = (f"HTTP/1.1 {err.status} {http.HTTPStatus(err.status).phrase}\r\n"
+                f"content-type: application/xml\r\ncontent-length: {len(body)}\r\nconnection: close\r\n"
+                f"x-amz-request-id: {request_id}\r\nx-amz-id-2: {request_id}\r\nserver: pys3\r\n\r\n")
+        self.transport.write(head.encode() + body)
+        log_event(log, logging.INFO, "request", requestId=request_id, method=None, bucket=None, key=None,
+                  status=err.status, bytes=str(len(body)), error=err.code)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_S, self.transport.close)
+        self.flow.resume_reading()

@@ -42,7 +42,7 @@ def _text(value: Any) -> str:
 # Characters XML 1.0 cannot carry (S3 keys may hold them; S3 writes them as character
 # references). lxml refuses them, so element text carries a stand-in from a private-use
 # plane, swapped for the reference when the document is serialised.
-_NOT_XML = re.compile("[\x01-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 _STAND_IN_BASE = 0xF0000
 _STAND_INS = {0xFFFE: 0x20, 0xFFFF: 0x21}
 _STAND_INS_BACK = {v: k for k, v in _STAND_INS.items()}

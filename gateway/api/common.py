@@ -22,7 +22,14 @@ RESPONSE_OVERRIDES = {
     "response-expires": "expires", "response-cache-control": "cache-control",
     "response-content-disposition": "content-disposition", "response-content-encoding": "content-encoding",
 }
-_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE_RE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
+# A range bound past this many digits is beyond any object's size (5 TiB has 13): compared as
+# digit strings, never converted (int() refuses over 4300 digits, and needs no more than this).
+_RANGE_BOUND_DIGITS = 20
+_BEYOND_ANY_SIZE = 10 ** _RANGE_BOUND_DIGITS
+# What a response header value may not hold (uvicorn refuses it and drops the connection):
+# control characters but TAB, among them CR and LF (no header injection).
+_HEADER_VALUE_FORBIDDEN = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def xml_response(el: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -151,28 +158,39 @@ def _not_modified(code: str, etag: str, last_modified_iso: str) -> S3Error:
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """(first, last) inclusive, None for the whole object; InvalidRange (416) if unsatisfiable.
 
-    A syntactically invalid header or several ranges are ignored, as S3 does.
+    A syntactically invalid header or several ranges are ignored, as S3 does. Bounds of any
+    length are accepted (bytes=0-<thousands of digits> reads to the end, as S3 does).
     """
     if not header:
         return None
     m = _RANGE_RE.match(header.strip())
     if not m or (not m.group(1) and not m.group(2)):
         return None
-    first_s, last_s = m.group(1), m.group(2)
-    if first_s:
-        first = int(first_s)
-        last = int(last_s) if last_s else size - 1
-        if last_s and last < first:
-            return None
+    first_s, last_s = _digits(m.group(1)), _digits(m.group(2))
+    if first_s is not None:
+        if last_s is not None and (len(last_s), last_s) < (len(first_s), first_s):
+            return None   # last < first: invalid, ignored
+        first = _bound(first_s)
         if first >= size:
             raise _invalid_range(size)
-        return first, min(last, size - 1)
-    suffix = int(last_s)
+        return first, (min(_bound(last_s), size - 1) if last_s is not None else size - 1)
+    assert last_s is not None
+    suffix = _bound(last_s)
     if suffix == 0:
         raise _invalid_range(size)
     if size == 0:
         return None
     return max(size - suffix, 0), size - 1
+
+
+def _digits(text: str) -> str | None:
+    """A range bound without its leading zeros ("0" for zero), None when absent."""
+    return (text.lstrip("0") or "0") if text else None
+
+
+def _bound(digits: str) -> int:
+    """The value of a range bound, or a number past every object size when it is that large."""
+    return int(digits) if len(digits) <= _RANGE_BOUND_DIGITS else _BEYOND_ANY_SIZE
 
 
 def _invalid_range(size: int) -> S3Error:
@@ -196,10 +214,26 @@ def object_headers(md: ObjectMD, query: dict[str, str] | None = None) -> dict[st
         headers["x-amz-website-redirect-location"] = md.website_redirect_location
     if md.tags:   # "The number of tags, if any, on the object"
         headers["x-amz-tagging-count"] = str(len(md.tags))
-    for q, h in RESPONSE_OVERRIDES.items():
-        if query and q in query:
-            headers["Content-Type" if h == "content-type" else h] = query[q]
+    if query:
+        for q, h in RESPONSE_OVERRIDES.items():
+            if q in query:
+                headers["Content-Type" if h == "content-type" else h] = response_override(q, query[q])
     return headers
+
+
+def response_override(param: str, value: str) -> str:
+    """A response-* query parameter's value as a header value: 400 InvalidArgument for one a header
+    cannot carry, as S3 answers ("Header value cannot be represented using ISO-8859-1.");
+    control characters (CR, LF, NUL...) likewise, so no header can be injected."""
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise S3Error("InvalidArgument", "Header value cannot be represented using ISO-8859-1.",
+                      ArgumentName=param, ArgumentValue=value) from None
+    if _HEADER_VALUE_FORBIDDEN.search(value):
+        raise S3Error("InvalidArgument", "Header value contains invalid characters.",
+                      ArgumentName=param, ArgumentValue=value)
+    return value
 
 
 def user_metadata(headers: dict[str, str]) -> dict[str, str]:

@@ -11,6 +11,7 @@ single-part object whose ETag is the MD5 of its data.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 from urllib.parse import unquote
@@ -39,6 +40,7 @@ COPY_SOURCE_PREFIX = "x-amz-copy-source-"          # x-amz-copy-source-if-match 
 METADATA_DIRECTIVE_HEADER = "x-amz-metadata-directive"
 METADATA_DIRECTIVES = ("COPY", "REPLACE")
 VERSION_ID_PARAM = "versionId="
+_NOT_A_VERSION_ID = re.compile("[^\x20-\x7e]")     # as gateway/app.py refuses ?versionId= values
 # Headers that, given on a copy onto itself, count as "changing" the object (AWS's list).
 _SELF_COPY_CHANGES = ("x-amz-storage-class", "x-amz-website-redirect-location",
                       "x-amz-server-side-encryption", "x-amz-server-side-encryption-aws-kms-key-id",
@@ -97,6 +99,8 @@ def parse_copy_source(value: str) -> CopySource:
         version_id = unquote(raw_query[len(VERSION_ID_PARAM):])
         if not version_id:
             raise _invalid_source(value, "Invalid copy source version id")
+        if _NOT_A_VERSION_ID.search(version_id):   # a NUL, a control or non-ASCII character
+            raise _invalid_source(value, "Invalid version id specified")
     try:
         path = unquote(raw_path, errors="strict")
     except UnicodeDecodeError:

@@ -12,6 +12,14 @@ Data is never freed while something may still reference it (docs/durability.md#m
   after that leaves the overview behind; Abort, a retried Complete and a late UploadPart then free
   only data that no object version carrying this `uploadId` references. Failures leak, never lose.
 
+Complete and Abort claim the overview with a write conditional on the text they read
+(Store.replace_upload): Complete sets `completeInProgress` (and `completeStartedAt`), Abort sets
+`abortInProgress` before deleting anything. Of a Complete and an Abort racing, exactly one claim
+succeeds; the other answers NoSuchUpload having freed nothing. An Abort that finds a claim younger
+than COMPLETE_CLAIM_LEASE_S answers NoSuchUpload too (that Complete is running: it wins); an older
+claim is a Complete that died, and Abort cleans up after it as above. Parts, uploads and
+listings take an upload marked `abortInProgress` as gone.
+
 A Complete repeated once the upload is gone (an SDK retrying after a timeout) is recognised by the
 current object's `uploadId` (ObjectMD of multipart objects records it, as the original's does) and,
 if it lists the same parts, answered like the first one; otherwise NoSuchUpload.
@@ -19,7 +27,9 @@ if it lists the same parts, answered like the first one; otherwise NoSuchUpload.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+import time
 import uuid
 from typing import Any
 from urllib.parse import quote
@@ -34,7 +44,7 @@ from gateway.api.object import store_body
 from gateway.api.parts import MAX_PART_NUMBER, MIN_PART_NUMBER, parse_part_number, part_number_argument_error
 from gateway.api.tagging import tags_from_header
 from gateway.context import RequestContext
-from gateway.limits import MAX_PAGE
+from gateway.limits import MAX_PAGE, capped_int
 from gateway.listing import MPU, list_entries
 from gateway.models import (EMPTY_MD5, BucketMD, ObjectMD, PartMD, UploadMD, canned_acl, checksum_record,
                             new_object_md)
@@ -45,6 +55,9 @@ from gateway.xml import child_text, children, local, parse, root, sub
 from shared import jsoncodec
 from shared.errors import S3Error
 
+COMPLETE_STARTED_AT = "completeStartedAt"          # ours: ms since the epoch of Complete's claim
+ABORT_IN_PROGRESS = "abortInProgress"               # ours: an Abort claimed the upload
+COMPLETE_CLAIM_LEASE_S = 60.0                       # a younger Complete claim is a Complete still running
 MIN_PART_SIZE = 5 * 1024 * 1024                     # AWS: every part but the last >= 5 MiB
 CHECKSUM_TYPES = ("COMPOSITE", "FULL_OBJECT")
 _UPLOAD_ID_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -61,11 +74,33 @@ def _no_such_upload(upload_id: str) -> S3Error:
     return S3Error("NoSuchUpload", UploadId=upload_id)
 
 
-async def _find_overview(ctx: RequestContext, bucket: BucketMD, key: str, upload_id: str) -> UploadMD | None:
-    """The upload's overview, or None (also for ids we could never have issued)."""
+async def _find_record(ctx: RequestContext, bucket: BucketMD, key: str,
+                       upload_id: str) -> tuple[UploadMD, str] | None:
+    """The upload's overview and its stored text (aborting or not), or None (also for ids we
+    could never have issued)."""
     if not _UPLOAD_ID_RE.match(upload_id):
         return None
-    return await ctx.store.get_upload(bucket.name, key, upload_id)
+    return await ctx.store.get_upload_record(bucket.name, key, upload_id)
+
+
+def _aborting(overview: UploadMD | None) -> bool:
+    return overview is not None and bool(overview.get(ABORT_IN_PROGRESS))
+
+
+def _complete_running(overview: UploadMD) -> bool:
+    """Whether the overview carries a Complete's claim young enough to be a Complete at work."""
+    started = overview.get(COMPLETE_STARTED_AT)
+    if not overview.complete_in_progress or not isinstance(started, (int, float)):
+        return False
+    return time.time() * 1000 - started < COMPLETE_CLAIM_LEASE_S * 1000
+
+
+async def _find_overview(ctx: RequestContext, bucket: BucketMD, key: str, upload_id: str) -> UploadMD | None:
+    """The upload's overview, or None (also for ids we could never have issued, and uploads being aborted)."""
+    record = await _find_record(ctx, bucket, key, upload_id)
+    if record is None or _aborting(record[0]):
+        return None
+    return record[0]
 
 
 async def _overview(ctx: RequestContext, bucket: BucketMD, key: str, upload_id: str) -> UploadMD:
@@ -143,6 +178,10 @@ async def create_multipart_upload(ctx: RequestContext) -> Response:
                             headers=ctx.headers, user_meta=meta, checksum_algorithm=algorithm,
                             checksum_type=checksum_type)
     await ctx.store.put_upload(bucket.name, key, upload_id, overview)
+    if not await ctx.store.bucket_alive(bucket):
+        # A DeleteBucket removed the bucket before it could see this upload.
+        await ctx.store.delete_upload(bucket.name, key, upload_id)
+        raise S3Error("NoSuchBucket", BucketName=bucket.name)
     doc = root("InitiateMultipartUploadResult")
     sub(doc, "Bucket", bucket.name)
     sub(doc, "Key", key)
@@ -177,7 +216,7 @@ async def _commit_part(ctx: RequestContext, bucket: BucketMD, key: str, upload_i
         await _free(ctx, new_locations)
         raise
     overview = await ctx.store.get_upload(bucket.name, key, upload_id)
-    if overview is None:
+    if overview is None or _aborting(overview):
         # Aborted or completed while the data streamed: our part belongs to nothing, unless a
         # completion that read it is now the object.
         await ctx.store.delete_part(bucket.name, upload_id, part_number)
@@ -242,7 +281,7 @@ def _copy_range(header: str | None, size: int) -> tuple[int, int]:
     if not m:
         raise S3Error("InvalidArgument", _COPY_RANGE_MESSAGE, ArgumentName="x-amz-copy-source-range",
                       ArgumentValue=header)
-    first, last = int(m.group(1)), int(m.group(2))
+    first, last = capped_int(m.group(1), size), capped_int(m.group(2), size)
     if first > last or last >= size:
         raise S3Error("InvalidArgument", f"Range specified is not valid for source object of size: {size}",
                       ArgumentName="x-amz-copy-source-range", ArgumentValue=header)
@@ -299,7 +338,8 @@ def _parse_complete(body: bytes, algorithm: str | None) -> list[tuple[int, str, 
         if not number_text.isascii() or not number_text.isdigit():
             raise S3Error("MalformedXML")
         checksum = child_text(el, f"Checksum{algorithm}") if algorithm else None
-        parts.append((int(number_text), etag.strip().strip('"'), checksum.strip() if checksum else None))
+        parts.append((capped_int(number_text, MAX_PART_NUMBER), etag.strip().strip('"'),
+                      checksum.strip() if checksum else None))
     if not parts or len(parts) > MAX_PART_NUMBER:
         raise S3Error("MalformedXML")
     return parts
@@ -531,9 +571,10 @@ async def complete_multipart_upload(ctx: RequestContext) -> Response:
     bucket = ctx.bucket_md
     key = ctx.key or ""
     upload_id = ctx.query.get("uploadId", "")
-    overview = await _find_overview(ctx, bucket, key, upload_id)
-    if overview is None:
+    record = await _find_record(ctx, bucket, key, upload_id)
+    if record is None or _aborting(record[0]):
         return await _repeated_complete(ctx, bucket, key, upload_id)
+    overview, stored_overview = record
     _check_checksum_type(ctx, overview.checksum_algorithm, overview.checksum_type)
     requested = _parse_complete(await read_xml_body(ctx, _CompleteBodyHeaders(ctx)), overview.checksum_algorithm)
     stored_list = await ctx.store.parts(bucket.name, upload_id)
@@ -558,9 +599,18 @@ async def complete_multipart_upload(ctx: RequestContext) -> Response:
     master = await ctx.store.get_object(bucket.name, key)
     check_write_conditions(ctx.headers, master, key)
 
-    overview.complete_in_progress = True
-    await ctx.store.put_upload(bucket.name, key, upload_id, overview)
-    committed = await commit_version(ctx.store, bucket, key, md, master)
+    # Claim the upload: only if its overview is still what we read (no Abort, no other Complete since).
+    claim = UploadMD(dict(overview))
+    claim.complete_in_progress = True
+    claim[COMPLETE_STARTED_AT] = int(time.time() * 1000)
+    if not await ctx.store.replace_upload(bucket.name, key, upload_id, claim, stored_overview):
+        raise _no_such_upload(upload_id)
+    try:
+        committed = await commit_version(ctx.store, bucket, key, md, master)
+    except BaseException:
+        # Nothing committed: give the upload back as it was (unless someone moved on since).
+        await ctx.store.replace_upload(bucket.name, key, upload_id, overview, json.dumps(claim))
+        raise
     keep = {loc["key"] for loc in md.location or []}
     # A replaced master may be an earlier completion of this same upload sharing our data.
     for freed in committed.freed:
@@ -576,7 +626,21 @@ async def complete_multipart_upload(ctx: RequestContext) -> Response:
 
 @action("AbortMultipartUpload")
 async def abort_multipart_upload(ctx: RequestContext) -> Response:
-    bucket, key, upload_id, overview = await _upload_target(ctx)
+    bucket = ctx.bucket_md
+    key = ctx.key or ""
+    upload_id = ctx.query.get("uploadId", "")
+    record = await _find_record(ctx, bucket, key, upload_id)
+    if record is None:
+        raise _no_such_upload(upload_id)
+    overview, stored_overview = record
+    if not _aborting(overview):   # (an Abort that died marked it: finish its work)
+        if _complete_running(overview):
+            raise _no_such_upload(upload_id)   # a Complete claimed it and is at work: it wins
+        # Claim it before deleting anything: a Complete claiming meanwhile makes this fail, and
+        # once this succeeds no Complete can claim it any more.
+        if not await ctx.store.replace_upload(bucket.name, key, upload_id,
+                                              UploadMD({**overview, ABORT_IN_PROGRESS: True}), stored_overview):
+            raise _no_such_upload(upload_id)
     parts = await ctx.store.parts(bucket.name, upload_id)
     keep: set[str] = set()
     if overview.complete_in_progress:
