@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: start start_dmd start_s3server mem_backend test test_slow lint bench venv clean
+.PHONY: start start_dmd start_s3server mem_backend scrub test test_slow lint bench venv clean
 
 venv: $(STAMP)
 
@@ -29,6 +29,11 @@ start_s3server: $(STAMP)
 
 mem_backend: $(STAMP)
 	S3BACKEND=mem $(PY) -m gateway
+
+# Check metadata against the data directory, online (run on the dmd host). Options: SCRUB_ARGS=...
+# (--repair, --verify-data, --grace-seconds N, --stale-uploads-days N, --json FILE).
+scrub: $(STAMP)
+	$(PY) -m dmd.scrub $(SCRUB_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile tests
