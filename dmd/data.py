@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import errno
 import json
 import logging
@@ -82,8 +83,15 @@ def new_key() -> str:
     return os.urandom(KEY_BYTES).hex()
 
 
+# A full disk (or quota): the upload is dropped whole and answered 507, which the gateway
+# turns into S3's InsufficientStorage (docs/durability.md#disk-full).
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
 def _fs_error(call: str, exc: OSError) -> MetadataError:
     name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+    if exc.errno in NO_SPACE_ERRNOS:
+        return MetadataError("InsufficientStorage", 507, f"no space left on the data disk: {call}() returned {name}")
     return MetadataError("InternalError", 500, f"filesystem error: {call}() returned {name}")
 
 
@@ -231,7 +239,13 @@ class DataFileStore:
             if not self.no_sync:
                 # rename(2) is durable only once the folder is; without this a crash
                 # could lose a blob the client was told exists.
-                _fsync_dir(final.parent)
+                try:
+                    _fsync_dir(final.parent)
+                except OSError:
+                    # The upload fails: leave no blob behind that nobody will reference.
+                    with contextlib.suppress(OSError):
+                        os.unlink(final)
+                    raise
         except OSError as exc:
             raise _fs_error(call, exc) from exc
 

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from gateway.data.base import DataError, DataNotFound
+from gateway.data.base import DataError, DataInsufficientStorage, DataNotFound
 from gateway.limits import HttpLimits
 from gateway.xml import root, sub, to_bytes
 from shared.errors import S3Error
@@ -51,7 +51,14 @@ def map_internal_error(exc: Exception) -> S3Error:
     if isinstance(exc, MetadataError):
         if exc.type == "ObjNotFound":
             return S3Error("NoSuchKey")
+        if exc.type == "InsufficientStorage" or exc.code == 507:
+            return S3Error("InsufficientStorage")
+        if exc.type in ("ECONNRESET", "ECONNREFUSED", "ETIMEDOUT") or exc.code == 503:
+            # The dmd is away (restart) or the outcome of a write is unknown: SDKs retry a 503.
+            return S3Error("ServiceUnavailable", "The metadata service is unavailable")
         return S3Error("InternalError")
+    if isinstance(exc, DataInsufficientStorage) or (isinstance(exc, DataError) and exc.status == 507):
+        return S3Error("InsufficientStorage")
     if isinstance(exc, DataNotFound):
         return S3Error("InternalError", "Object data is missing from the data store")
     if isinstance(exc, DataError):

@@ -132,7 +132,8 @@ class Store:
             return cls(LocalMetadataClient(engine), config.replication_group_id)
         from gateway.metadata import RemoteMetadataClient
         client = RemoteMetadataClient(config.metadata_client.host, config.metadata_client.port,
-                                      call_timeout_ms=config.call_timeout_ms, secret=config.dmd_secret)
+                                      call_timeout_ms=config.call_timeout_ms, secret=config.dmd_secret,
+                                      retry_window_ms=config.retry_window_ms)
         return cls(client, config.replication_group_id)
 
     # ------------------------------------------------------------ service
@@ -488,3 +489,84 @@ class Store:
         except ValueError:
             return False
         return isinstance(doc, dict) and doc.get("isPHD") is True
+
+    # ------------------------------------------------------------ whole-store scans (dmd/scrub.py; read-only)
+
+    async def all_bucket_names(self) -> AsyncIterator[str]:
+        """Every bucket record's name in `__metastore`, in name order (records marked deleted
+        included; the store's own `users..bucket` attributes excluded)."""
+        stream = self.client.read_stream([METASTORE], {})
+        try:
+            async for entry in stream:
+                if entry["key"] != USERS_BUCKET:
+                    yield entry["key"]
+        finally:
+            await stream.aclose()
+
+    async def all_object_records(self, bucket: str) -> AsyncIterator[tuple[str, str | None, ObjectMD]]:
+        """(object key, version id or None for a master, document) of every key of a bucket: masters
+        (placeholders included) and version keys, in key order. Values that are not JSON objects
+        are skipped."""
+        stream = self.client.read_stream([bucket], {})
+        try:
+            async for entry in stream:
+                key, sep, vid = entry["key"].partition(versionid.SEPARATOR)
+                try:
+                    doc = jsoncodec.loads(entry["value"])
+                except ValueError:
+                    continue
+                if isinstance(doc, dict):
+                    yield key, (vid if sep else None), ObjectMD(doc)
+        finally:
+            await stream.aclose()
+
+    async def all_upload_records(self, bucket: str) -> AsyncIterator[tuple[str, str, str | int, dict[str, Any]]]:
+        """Every record of a bucket's multipart shadow sublevel, in key order:
+        ("overview", object key, upload id, UploadMD) or ("part", upload id, part number, PartMD).
+        Keys of neither shape, and values that are not JSON objects, are skipped."""
+        stream = self.client.read_stream([shadow_bucket(bucket)], {})
+        try:
+            async for entry in stream:
+                key = entry["key"]
+                try:
+                    doc = jsoncodec.loads(entry["value"])
+                except ValueError:
+                    continue
+                if not isinstance(doc, dict):
+                    continue
+                if key.startswith(MPU_OVERVIEW_PREFIX):
+                    object_key, sep, upload_id = key[len(MPU_OVERVIEW_PREFIX):].rpartition(SPLITTER)
+                    if sep:
+                        yield "overview", object_key, upload_id, UploadMD(doc)
+                    continue
+                upload_id, sep, number = key.rpartition(SPLITTER)
+                if sep and number.isdigit():
+                    yield "part", upload_id, int(number), PartMD(doc)
+        finally:
+            await stream.aclose()
+
+    async def remove_part_if(self, bucket: str, upload_id: str, part_number: int, doc: dict[str, Any]) -> bool:
+        """Delete one part record only if it still holds exactly the document `doc` (the scrub's
+        repair of a part whose upload is gone); False when it changed or is gone."""
+        key = part_key(upload_id, part_number)
+        raw = await self._raw([shadow_bucket(bucket)], key)
+        if raw is None:
+            return False
+        try:
+            if jsoncodec.loads(raw) != doc:
+                return False
+        except ValueError:
+            return False
+        return await self._write_if([shadow_bucket(bucket)], key, None, match=raw)
+
+    async def upload_exists(self, bucket: str, upload_id: str) -> bool:
+        """Whether any overview of the bucket names `upload_id` (the scrub's re-check)."""
+        stream = self.client.read_stream([shadow_bucket(bucket)],
+                                         {"gte": MPU_OVERVIEW_PREFIX, "lt": _after(MPU_OVERVIEW_PREFIX)})
+        try:
+            async for entry in stream:
+                if entry["key"].endswith(SPLITTER + upload_id):
+                    return True
+            return False
+        finally:
+            await stream.aclose()

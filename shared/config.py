@@ -20,6 +20,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 DEFAULT_REPLICATION_GROUP_ID = "RG001"
 DEFAULT_CALL_TIMEOUT_MS = 30_000
+# How long idempotent metadata calls and data reads keep retrying while the dmd is away
+# (config.json metadataClient.retryWindowMs, env S3_RETRY_WINDOW_MS; docs/durability.md#restarts).
+DEFAULT_RETRY_WINDOW_MS = 10_000
 DEFAULT_STREAM_MAX_PENDING_ACK = 5
 DEFAULT_STREAM_ACK_TIMEOUT_MS = 5_000
 DEFAULT_WRITE_BATCH_MAX_OPS = 1_000
@@ -110,6 +113,7 @@ class Config:
     metadata_client: HostPort = HostPort("localhost", 9990)
     data_client: HostPort = HostPort("localhost", 9991)
     call_timeout_ms: int = DEFAULT_CALL_TIMEOUT_MS
+    retry_window_ms: int = DEFAULT_RETRY_WINDOW_MS
     metadata_daemon: MetadataDaemonConfig = MetadataDaemonConfig()
     data_daemon: DataDaemonConfig = DataDaemonConfig()
     locations: dict[str, Location] = field(default_factory=dict)
@@ -412,7 +416,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     if cert is not None and not (cert.get("key") and cert.get("cert")):
         raise ConfigError(f"{config_path}: field 'certFilePaths' needs both 'key' and 'cert'")
 
-    return Config(
+    config = Config(
         port=r.port("port", 8000),
         listen_on=tuple(listen_on),
         metrics_port=metrics_port,
@@ -426,6 +430,8 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         metadata_client=metadata_client,
         data_client=data_client,
         call_timeout_ms=mc.positive("callTimeoutMs", DEFAULT_CALL_TIMEOUT_MS),
+        retry_window_ms=_positive_override(env, "S3_RETRY_WINDOW_MS",
+                                           mc.positive("retryWindowMs", DEFAULT_RETRY_WINDOW_MS)),
         metadata_daemon=MetadataDaemonConfig(
             md_bind, md.port("port", 9990),
             md.positive("streamMaxPendingAck", DEFAULT_STREAM_MAX_PENDING_ACK),
@@ -450,3 +456,4 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         location_file=str(location_path),
         auth_file=str(auth_path),
     )
+    return config

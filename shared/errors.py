@@ -22,6 +22,7 @@ _CATALOGUE: dict[str, tuple[int, str]] = {
     "IllegalLocationConstraintException": (400, "The unspecified location constraint is incompatible for the region specific endpoint this request was sent to."),
     "IllegalVersioningConfigurationException": (400, "The versioning configuration specified in the request is invalid."),
     "IncompleteBody": (400, "You did not provide the number of bytes specified by the Content-Length HTTP header."),
+    "InsufficientStorage": (507, "There is not enough free space on the storage to complete the request. Delete data or try again later."),
     "InternalError": (500, "We encountered an internal error. Please try again."),
     "InvalidAccessKeyId": (403, "The AWS access key Id you provided does not exist in our records."),
     "InvalidArgument": (400, "Invalid Argument"),

@@ -33,7 +33,8 @@ def make_data_backend(config: Config, location: Location) -> DataBackend:
     if config.data_backend == "mem" or location.type == "mem":
         return shared_memory_backend()
     if location.type == "file":
-        return DmdDataBackend(config.data_client.host, config.data_client.port, location.name, secret=config.dmd_secret)
+        return DmdDataBackend(config.data_client.host, config.data_client.port, location.name, secret=config.dmd_secret,
+                              retry_window_ms=config.retry_window_ms)
     if location.type == "aws_s3":
         from gateway.data.aws_s3 import AwsS3DataBackend  # needed only where such a location is configured
         return AwsS3DataBackend(location)

@@ -21,6 +21,8 @@ from typing import AsyncIterator, Awaitable, Callable, NoReturn
 
 import aiohttp
 
+from shared.config import DEFAULT_RETRY_WINDOW_MS
+
 KEY_HEX_LENGTH = 40  # keys are 20 random bytes in lowercase hex, named by the store
 _KEY_RE = re.compile(r"[0-9a-f]{%d}" % KEY_HEX_LENGTH)
 
@@ -33,6 +35,8 @@ CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 60.0  # silence on an open exchange; an fsync of a large body fits in it
 DEFAULT_MAX_CONNECTIONS = 100
 READ_CHUNK_BYTES = 1 << 20
+READ_RETRY_DELAY_S = 0.1  # first pause of a read retried while the store is away; doubled up to the max
+READ_RETRY_DELAY_MAX_S = 0.5
 
 #: what aiohttp raises when the store cannot be reached or stops answering
 TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
@@ -76,6 +80,10 @@ class DataIntegrityError(DataError):
 
 class DataRangeNotSatisfiable(DataError):
     """The requested range starts at or past the end of the blob."""
+
+
+class DataInsufficientStorage(DataError):
+    """The store has no room left for the blob (507); nothing of it was kept."""
 
 
 class DataBackend(abc.ABC):
@@ -130,11 +138,14 @@ class HttpDataBackend(DataBackend):
     """A DataBackend talking HTTP over one pooled aiohttp session (created on first use)."""
 
     def __init__(self, *, connect_timeout: float = CONNECT_TIMEOUT_S, read_timeout: float = READ_TIMEOUT_S,
-                 max_connections: int = DEFAULT_MAX_CONNECTIONS, headers: dict[str, str] | None = None) -> None:
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS, headers: dict[str, str] | None = None,
+                 retry_window_ms: int = DEFAULT_RETRY_WINDOW_MS) -> None:
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
         self._max_connections = max_connections
         self._headers = dict(headers or {})   # sent with every request of the session
         self._session: aiohttp.ClientSession | None = None
+        # A read that finds the store away (restart) is tried again for this long (docs/durability.md#restarts).
+        self.retry_window_s = retry_window_ms / 1000
 
     @abc.abstractmethod
     def _unavailable(self, what: str, exc: BaseException) -> DataUnavailable:
@@ -212,13 +223,29 @@ class HttpDataBackend(DataBackend):
         error, even mid-body, becomes `_unavailable(what)`.
         """
         headers = self._range_headers(key, start, end)
-        try:
-            async with send(headers) as resp:
-                await check(resp)
-                async for chunk in resp.content.iter_chunked(READ_CHUNK_BYTES):
-                    yield chunk
-        except TRANSPORT_ERRORS as exc:
-            raise self._unavailable(what, exc) from exc
+        loop = asyncio.get_running_loop()
+        window_end = loop.time() + self.retry_window_s
+        delay = READ_RETRY_DELAY_S
+        yielded = False
+        while True:
+            try:
+                async with send(headers) as resp:
+                    await check(resp)
+                    async for chunk in resp.content.iter_chunked(READ_CHUNK_BYTES):
+                        yielded = True
+                        yield chunk
+                return
+            except TRANSPORT_ERRORS as exc:
+                err: DataError = self._unavailable(what, exc)
+                err.__cause__ = exc
+            except DataUnavailable as exc:   # the store answered 502/503/504
+                err = exc
+            # Nothing sent yet: the store is away (a restart), try again within the window.
+            # Once bytes went out the response cannot be resumed: the error is the caller's.
+            if yielded or loop.time() + delay >= window_end:
+                raise err
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, READ_RETRY_DELAY_MAX_S)
 
     # --- delete ---------------------------------------------------------------------------------
     async def _delete_with_retries(self, what: str, attempt: Callable[[], Awaitable[None]]) -> None:

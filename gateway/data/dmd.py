@@ -19,8 +19,9 @@ import aiohttp
 
 from gateway.data.base import (CONNECT_TIMEOUT_S, DEFAULT_MAX_CONNECTIONS, DELETE_DONE_STATUSES, READ_TIMEOUT_S,
                                TRANSPORT_ERRORS, DataError, DataIntegrityError, DataNotFound,
-                               DataRangeNotSatisfiable, DataUnavailable, HttpDataBackend, is_valid_key)
-from shared.config import DMD_SECRET_HEADER
+                               DataInsufficientStorage, DataRangeNotSatisfiable, DataUnavailable, HttpDataBackend,
+                               is_valid_key)
+from shared.config import DEFAULT_RETRY_WINDOW_MS, DMD_SECRET_HEADER
 
 SERVICE_PATH = "/DataFile"
 DISK_USAGE_QUERY = "diskUsage"
@@ -33,9 +34,11 @@ class DmdDataBackend(HttpDataBackend):
 
     def __init__(self, host: str, port: int, location_name: str, *,
                  connect_timeout: float = CONNECT_TIMEOUT_S, read_timeout: float = READ_TIMEOUT_S,
-                 max_connections: int = DEFAULT_MAX_CONNECTIONS, secret: str = "") -> None:
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS, secret: str = "",
+                 retry_window_ms: int = DEFAULT_RETRY_WINDOW_MS) -> None:
         super().__init__(connect_timeout=connect_timeout, read_timeout=read_timeout,
-                         max_connections=max_connections, headers={DMD_SECRET_HEADER: secret} if secret else None)
+                         max_connections=max_connections, headers={DMD_SECRET_HEADER: secret} if secret else None,
+                         retry_window_ms=retry_window_ms)
         self.host, self.port, self.location_name = host, port, location_name
         self.base_url = f"http://{host}:{port}{SERVICE_PATH}"
 
@@ -130,4 +133,6 @@ class DmdDataBackend(HttpDataBackend):
             cls = DataRangeNotSatisfiable
         elif resp.status in (502, 503, 504):
             cls = DataUnavailable
+        elif resp.status == 507:
+            cls = DataInsufficientStorage
         raise cls(f"data server: {code}: {message}", code, resp.status)

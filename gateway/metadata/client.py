@@ -27,7 +27,7 @@ from typing import Any, AsyncIterator, Callable
 import socketio
 
 from shared import jsoncodec, rpc
-from shared.config import DMD_SECRET_AUTH_FIELD
+from shared.config import DEFAULT_RETRY_WINDOW_MS, DMD_SECRET_AUTH_FIELD
 from shared.log import get_logger, log_event
 from shared.metastore.errors import MetadataError
 
@@ -43,6 +43,13 @@ CONNECT_ATTEMPT_TIMEOUT_S = 2.0
 HEALTH_TIMEOUT_MS = 2000
 
 _REQUIRED_CALLS = (rpc.CALL_PUT, rpc.CALL_GET, rpc.CALL_DEL, rpc.CALL_CREATE_READ_STREAM)
+# Calls that change nothing: retried, within the retry window, when the connection is lost
+# (docs/durability.md#restarts). A read stream is retried only before its first item.
+IDEMPOTENT_CALLS = frozenset({rpc.CALL_GET, rpc.CALL_GET_UUID, rpc.CALL_GET_DISK_USAGE, rpc.CALL_GET_STATS,
+                              rpc.CALL_CREATE_READ_STREAM, rpc.CALL_RAW_LIST_KEYS})
+# What a lost or absent connection fails a call with (a call timeout included: the dmd may be gone).
+CONNECTION_ERROR_TYPES = frozenset({"ECONNRESET", "ECONNREFUSED", "ETIMEDOUT"})
+RETRY_DELAY_MAX_S = 0.5
 
 
 def connection_lost(call_name: str) -> MetadataError:
@@ -179,11 +186,14 @@ class RemoteMetadataClient(MetadataClient):
     def __init__(self, host: str, port: int, call_timeout_ms: int = rpc.DEFAULT_CALL_TIMEOUT_MS, *,
                  stream_buffer_packets: int = STREAM_BUFFER_PACKETS,
                  reconnect_delay_s: float = RECONNECT_DELAY_S,
-                 reconnect_delay_max_s: float = RECONNECT_DELAY_MAX_S, secret: str = "") -> None:
+                 reconnect_delay_max_s: float = RECONNECT_DELAY_MAX_S, secret: str = "",
+                 retry_window_ms: int = DEFAULT_RETRY_WINDOW_MS) -> None:
         self.url = f"http://{host}:{port}"
         # The dmd secret, sent as the handshake's auth payload (also on every reconnection).
         self._auth = {DMD_SECRET_AUTH_FIELD: secret} if secret else None
         self.call_timeout_ms = call_timeout_ms
+        # How long an idempotent call keeps trying while the dmd is away (restart, network blip).
+        self.retry_window_ms = retry_window_ms
         self.stream_buffer_packets = stream_buffer_packets
         self.manifest: dict[str, Any] | None = None
         self.conditional_writes = False   # the dmd checks put/del conditions itself (manifest extension)
@@ -219,7 +229,7 @@ class RemoteMetadataClient(MetadataClient):
         except socketio.exceptions.ConnectionError as err:
             raise MetadataError("ECONNREFUSED", 503,
                                 f"cannot connect to the metadata daemon at {self.url}: {err}") from err
-        manifest = await self._call(rpc.CALL_GET_MANIFEST, None, None)
+        manifest = await self._call_once(rpc.CALL_GET_MANIFEST, None, None)
         names = {entry.get("name") for entry in manifest.get("api", []) if isinstance(entry, dict)} \
             if isinstance(manifest, dict) else set()
         missing = [n for n in _REQUIRED_CALLS if n not in names]
@@ -291,11 +301,39 @@ class RemoteMetadataClient(MetadataClient):
 
     # ---- calls -----------------------------------------------------------------
 
+    def _retryable(self, name: str, err: MetadataError) -> bool:
+        return name in IDEMPOTENT_CALLS and err.type in CONNECTION_ERROR_TYPES and not self._closing
+
     async def _call(self, name: str, rpc_args: list[Any] | None, sublevel: list[str] | None,
                     req_uids: str | None = None) -> Any:
-        """One RPC: (error, result) ack -> result, or raise MetadataError."""
+        """One RPC with the retry policy: an idempotent call whose connection is lost (or absent)
+        is tried again until the retry window is spent; anything else fails at once."""
+        if name not in IDEMPOTENT_CALLS:
+            return await self._call_once(name, rpc_args, sublevel, req_uids)
+        loop = asyncio.get_running_loop()
+        window_end = loop.time() + self.retry_window_ms / 1000
+        delay = self._reconnect_delay_s
+        while True:
+            try:
+                return await self._call_once(name, rpc_args, sublevel, req_uids, window_end)
+            except MetadataError as err:
+                if not self._retryable(name, err) or loop.time() + delay >= window_end:
+                    raise
+            log_event(logger, logging.DEBUG, "metadata call retried", call=name, url=self.url)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_DELAY_MAX_S)
+
+    async def _call_once(self, name: str, rpc_args: list[Any] | None, sublevel: list[str] | None,
+                         req_uids: str | None = None, window_end: float | None = None) -> Any:
+        """One RPC: (error, result) ack -> result, or raise MetadataError.
+
+        While disconnected it waits for the reconnection until the call timeout or, sooner, the
+        end of the retry window (a write never waits longer than the window either)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.call_timeout_ms / 1000
+        if window_end is None:
+            window_end = loop.time() + self.retry_window_ms / 1000
+        connect_deadline = min(deadline, window_end)
         params = None if rpc_args is None else rpc.build_params(rpc_args, sublevel, req_uids)
         fut: asyncio.Future = loop.create_future()
         call_id = next(self._ids)
@@ -307,8 +345,11 @@ class RemoteMetadataClient(MetadataClient):
                 if not self._connected.is_set():
                     # Calls made while disconnected wait for the reconnection.
                     try:
-                        await asyncio.wait_for(self._connected.wait(), max(deadline - loop.time(), 0))
+                        await asyncio.wait_for(self._connected.wait(), max(connect_deadline - loop.time(), 0))
                     except asyncio.TimeoutError:
+                        if connect_deadline < deadline:
+                            raise MetadataError("ECONNREFUSED", 503,
+                                                f"metadata daemon at {self.url} unreachable for {name}") from None
                         raise rpc.timeout_error(name) from None
                 self._inflight[call_id] = (name, fut)
                 try:
@@ -414,7 +455,31 @@ class RemoteMetadataClient(MetadataClient):
 
     async def _stream(self, name: str, rpc_args: list[Any], sublevel: list[str],
                       req_uids: str | None) -> AsyncIterator[Any]:
-        marker = await self._call(name, rpc_args, sublevel, req_uids)
+        """The items of a stream call; a connection lost before the first item is retried (as
+        `_call` retries), after it the error is the consumer's (it cannot be resumed)."""
+        loop = asyncio.get_running_loop()
+        window_end = loop.time() + self.retry_window_ms / 1000
+        delay = self._reconnect_delay_s
+        yielded = False
+        while True:
+            inner = self._stream_once(name, rpc_args, sublevel, req_uids)
+            try:
+                async for item in inner:
+                    yielded = True
+                    yield item
+                return
+            except MetadataError as err:
+                if yielded or not self._retryable(name, err) or loop.time() + delay >= window_end:
+                    raise
+            finally:
+                await inner.aclose()   # an early aclose() of ours must hang the stream up now
+            log_event(logger, logging.DEBUG, "metadata stream retried", call=name, url=self.url)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_DELAY_MAX_S)
+
+    async def _stream_once(self, name: str, rpc_args: list[Any], sublevel: list[str],
+                           req_uids: str | None) -> AsyncIterator[Any]:
+        marker = await self._call_once(name, rpc_args, sublevel, req_uids)
         stream_id = rpc.parse_stream_marker(marker)
         st = self._streams.get(stream_id) if stream_id else None
         if st is None:

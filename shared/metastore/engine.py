@@ -36,7 +36,7 @@ from shared.metastore.keyspace import (
     parse_range_options,
     sublevel_prefix,
 )
-from shared.metastore.kv import MemoryKV, Op, OrderedKV
+from shared.metastore.kv import KVNoSpaceError, MemoryKV, Op, OrderedKV
 
 T = TypeVar("T")
 
@@ -55,6 +55,15 @@ STREAM_MAX_CHUNK = 256
 _RMW_READ_ATTEMPTS = 3
 
 _log = get_logger("metastore")
+
+
+def _commit_error(error: BaseException) -> MetadataError:
+    """What the callers of a failed batch get: InsufficientStorage (507) when the disk is full
+    (the batch applied nothing and the store recovers once space is back), else InternalError."""
+    cause = error.__cause__ if isinstance(error, MetadataError) else error
+    if isinstance(error, KVNoSpaceError) or isinstance(cause, KVNoSpaceError):
+        return MetadataError("InsufficientStorage", 507, f"metadata write failed: {cause}")
+    return MetadataError("InternalError", 500, f"metadata write failed: {error}")
 
 
 def _phd_value(vid: str) -> str:
@@ -573,8 +582,7 @@ class MetaStore:
                 if error is None:
                     write.future.set_result(None)
                 else:
-                    write.future.set_exception(
-                        MetadataError("InternalError", 500, f"metadata write failed: {error}"))
+                    write.future.set_exception(_commit_error(error))
             if isinstance(error, asyncio.CancelledError):
                 raise error
 

@@ -31,6 +31,20 @@ class KVClosedError(Exception):
     """An operation was attempted on a closed store."""
 
 
+class KVNoSpaceError(Exception):
+    """A write failed because the disk is full; nothing of it was applied.
+
+    The store stays readable and recovers by itself once space is back (docs/durability.md#disk-full)."""
+
+
+# How RocksDB words a write that found the disk full, and the state it leaves the DB in: it
+# refuses every later write ("Writer has previous error") until the DB is opened again.
+_NO_SPACE_MARKERS = ("No space left on device", "Disk quota exceeded", "NoSpace")
+_WRITER_STUCK_MARKER = "Writer has previous error"
+# Free bytes needed before a stuck DB is reopened: opening replays the WAL into a table file.
+REOPEN_MIN_FREE_BYTES = 1 << 20
+
+
 class _Range:
     """gt/gte/lt/lte bounds in byte order; a strict bound wins over a non-strict one given for the same side."""
 
@@ -168,25 +182,71 @@ class RocksKV(OrderedKV):
             self._db = Rdict(self.db_path, options)
         except Exception as exc:  # rocksdict raises a bare Exception ("Corruption: ...", "IO error: ...")
             raise KVOpenError(f"cannot open metadata database at {self.db_path}: {exc}") from exc
+        self._options = options
         self._sync_options = WriteOptions()
         self._sync_options.sync = not no_sync
         self._async_options = WriteOptions()
+        # Set after a write failed for lack of space: RocksDB then refuses every write until the
+        # DB is reopened, which `_recover` does on a later write once space is back.
+        self._stuck = False
+        self._reopen_lock = threading.Lock()
 
     def get(self, key: bytes) -> bytes | None:
         self._check_open()
-        return self._db.get(key)
+        db = self._db
+        try:
+            return db.get(key)
+        except Exception:
+            if db is self._db:
+                raise
+            return self._db.get(key)   # raced with a reopen (`_recover`): once more on the new handle
 
     def write(self, ops: list[Op], sync: bool = True) -> None:
         from rocksdict import WriteBatch
 
         self._check_open()
+        if self._stuck:
+            self._recover()
         batch = WriteBatch(raw_mode=True)
         for key, value in ops:
             if value is None:
                 batch.delete(key)
             else:
                 batch.put(key, value)
-        self._db.write(batch, self._sync_options if sync else self._async_options)
+        try:
+            self._db.write(batch, self._sync_options if sync else self._async_options)
+        except Exception as exc:  # rocksdict raises a bare Exception("IO error: No space left on device: ...")
+            text = str(exc)
+            if any(marker in text for marker in _NO_SPACE_MARKERS) or _WRITER_STUCK_MARKER in text:
+                self._stuck = True
+                raise KVNoSpaceError(f"metadata disk full: {text}") from exc
+            raise
+
+    def _recover(self) -> None:
+        """Reopen a DB stuck after a full disk, once there is room again; KVNoSpaceError until then.
+
+        Reads go on from the stuck handle meanwhile. Reopening needs the old handle closed, which
+        an open iterator prevents (it holds the DB): the reopen then waits for a later write."""
+        from rocksdict import Rdict
+
+        with self._reopen_lock:
+            if not self._stuck:
+                return
+            if _statvfs_usage(self.path)["available"] < REOPEN_MIN_FREE_BYTES:
+                raise KVNoSpaceError("metadata disk full: waiting for free space")
+            with self._iter_lock:
+                busy = any(True for _ in self._iterators)
+            if busy:
+                raise KVNoSpaceError("metadata disk full: recovery waits for open iterators")
+            try:
+                self._db.close()
+            except Exception:  # noqa: BLE001 - a stuck DB reports its write error again on close
+                pass
+            try:
+                self._db = Rdict(self.db_path, self._options)
+            except Exception as exc:  # still no room to replay the WAL: try again on a later write
+                raise KVNoSpaceError(f"metadata disk full: cannot reopen the database: {exc}") from exc
+            self._stuck = False
 
     def iterate(self, gt: bytes | None = None, gte: bytes | None = None, lt: bytes | None = None,
                 lte: bytes | None = None, reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:

@@ -583,16 +583,31 @@ async def test_remote_client_call_timeout_and_late_ack_ignored(tmp_path: Path) -
         assert len(await client.get_uuid()) == 36
 
 
-async def test_in_flight_calls_fail_at_once_when_the_connection_drops(tmp_path: Path) -> None:
+async def test_in_flight_writes_fail_at_once_when_the_connection_drops(tmp_path: Path) -> None:
+    # Writes are never retried (their outcome is unknown): they fail at once, not after the call
+    # timeout. Idempotent reads retry within the retry window instead (tests/integration/test_restarts.py).
     async with own_dmd_and_client(tmp_path, call_timeout_ms=30_000) as (d, client):
         os.kill(d.popen.pid, signal.SIGSTOP)
-        calls = [asyncio.create_task(client.get(["t"], f"k{i}")) for i in range(5)]
+        calls = [asyncio.create_task(client.put(["t"], f"k{i}", "{}")) for i in range(5)]
         await asyncio.sleep(0.2)
         started = time.monotonic()
         d.kill()   # a stopped process dies on SIGKILL; the kernel resets its sockets
         results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 5)
         assert time.monotonic() - started < 5
         assert all(isinstance(r, MetadataError) and r.type == "ECONNRESET" for r in results), results
+
+
+async def test_in_flight_reads_are_retried_across_a_dmd_restart(tmp_path: Path) -> None:
+    # Reads in flight when the dmd dies are tried again once it is back (within the retry window).
+    async with own_dmd_and_client(tmp_path, call_timeout_ms=30_000) as (d, client):
+        await client.put(["t"], "k", "before the crash")
+        os.kill(d.popen.pid, signal.SIGSTOP)
+        calls = [asyncio.create_task(client.get(["t"], "k")) for _ in range(5)]
+        await asyncio.sleep(0.2)
+        d.kill()
+        d.start()
+        results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 20)
+        assert results == ["before the crash"] * 5
 
 
 async def test_remote_client_connect_fails_cleanly_when_nothing_listens() -> None:
