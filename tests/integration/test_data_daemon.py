@@ -2,13 +2,12 @@
 
 Most tests run `start_data_server` in the test's own loop on a free port (fast);
 crash and memory tests run the daemon as a separate process (`python -m dmd.data`,
-and `python -m dmd` through tests/procs.py once it exists).
+and `python -m dmd` through tests/procs.py).
 """
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -475,9 +474,6 @@ async def test_blob_deleted_during_a_read_is_still_read_whole(server: DataServer
 
 
 # --- the daemon as a separate process ------------------------------------------------------------
-DMD_MAIN_AVAILABLE = importlib.util.find_spec("dmd.__main__") is not None
-
-
 def _start_standalone(tmp_path: Path) -> tuple[subprocess.Popen, int, Path]:
     """`python -m dmd.data`: only the data daemon, as a real process."""
     port, data_path = free_port(), tmp_path / "localData"
@@ -526,7 +522,6 @@ async def test_sigkill_mid_upload_standalone_daemon_serves_no_partial_blob(tmp_p
             _stop(p)
 
 
-@pytest.mark.skipif(not DMD_MAIN_AVAILABLE, reason="dmd/__main__.py (python -m dmd) is not written yet")
 async def test_sigkill_mid_upload_through_python_m_dmd_serves_no_partial_blob(tmp_path: Path) -> None:
     dmd = start_dmd(tmp_path)
     try:
