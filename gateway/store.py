@@ -229,17 +229,24 @@ class Store:
             await self._write_if([USERS_BUCKET], entry_key, None, match=entry)
         return False
 
+    async def _same_bucket_record(self, info: BucketMD) -> tuple[str, dict[str, Any]] | None:
+        """The stored record (raw, parsed) of the bucket `info` was read from; None when that
+        bucket is gone (no record, or one of a bucket created since under the same name)."""
+        raw = await self._raw([METASTORE], info.name)
+        if raw is None:
+            return None
+        doc = jsoncodec.loads(raw)
+        return (raw, doc) if doc is not None and _same_bucket(doc, info) else None
+
     async def put_bucket(self, info: BucketMD) -> bool:
         """Rewrite the attributes of the bucket `info` was read from; False (nothing written) when
         that bucket is gone: a write never brings a deleted bucket back, nor clears a deletion mark."""
         value = info.serialize()
         for _ in range(BUCKET_RECORD_ATTEMPTS):
-            raw = await self._raw([METASTORE], info.name)
-            if raw is None:
+            record = await self._same_bucket_record(info)
+            if record is None:
                 return False
-            doc = jsoncodec.loads(raw)
-            if not _same_bucket(doc, info):
-                return False
+            raw, doc = record
             if doc.get(DELETED):
                 await self._settle(info.name, raw, doc)
                 continue
@@ -253,11 +260,11 @@ class Store:
         marked = False
         outcome = BUCKET_HAS_VERSIONS
         for _ in range(BUCKET_RECORD_ATTEMPTS):
-            raw = await self._raw([METASTORE], info.name)
-            doc = None if raw is None else jsoncodec.loads(raw)
-            if raw is None or doc is None or not _same_bucket(doc, info):
+            record = await self._same_bucket_record(info)
+            if record is None:
                 # Gone while we were at it: removed by whoever settled our mark, or by a concurrent delete.
                 return SETTLED_DELETED if marked else BUCKET_MISSING
+            raw, doc = record
             if not doc.get(DELETED):
                 mark = json.dumps({**doc, DELETED: True, DELETION_ID: uuid.uuid4().hex}, separators=(",", ":"))
                 if not await self._write_if([METASTORE], info.name, mark, match=raw):
@@ -296,12 +303,10 @@ class Store:
         (BucketNotEmpty) unless it already removed the record, in which case the writer undoes its
         write (NoSuchBucket)."""
         for _ in range(BUCKET_RECORD_ATTEMPTS):
-            raw = await self._raw([METASTORE], info.name)
-            if raw is None:
+            record = await self._same_bucket_record(info)
+            if record is None:
                 return False
-            doc = jsoncodec.loads(raw)
-            if not _same_bucket(doc, info):
-                return False
+            raw, doc = record
             if not doc.get(DELETED):
                 return True
             outcome = await self._settle(info.name, raw, doc)
