@@ -5,6 +5,9 @@ unique bucket names from `bucket_name`.
 """
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -17,6 +20,15 @@ from tests.procs import Dmd, Gateway, start_dmd, start_gateway
 
 ACCESS_KEY, SECRET_KEY = "accessKey1", "verySecretKey1"
 ACCESS_KEY2, SECRET_KEY2 = "accessKey2", "verySecretKey2"
+BIN = Path(sys.executable).parent          # the venv's console scripts: aws, s3cmd, rclone
+CLI_TIMEOUT_S = 120
+
+
+def run(args: list[str], env: dict[str, str], cwd: Path) -> str:
+    """A client command line, which must succeed; its stdout."""
+    done = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
+    assert done.returncode == 0, f"{args} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+    return done.stdout
 
 
 def make_client(endpoint: str, access: str = ACCESS_KEY, secret: str = SECRET_KEY, **config: object):
@@ -78,3 +90,15 @@ def bucket_name() -> str:
 def bucket(s3, bucket_name: str) -> str:
     s3.create_bucket(Bucket=bucket_name)
     return bucket_name
+
+
+@pytest.fixture
+def aws(file_gateway: Gateway, tmp_path: Path):
+    """aws-cli against the file-backend gateway, with the test account and no user configuration."""
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+           "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
+
+    def aws_cli(*args: str) -> str:
+        return run([str(BIN / "aws"), "--endpoint-url", file_gateway.url, *args], env, tmp_path)
+    return aws_cli

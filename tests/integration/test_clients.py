@@ -3,7 +3,6 @@ and PutObject's conditional writes (If-None-Match / If-Match) as boto3 sends the
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -11,10 +10,8 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.integration.conftest import ACCESS_KEY, SECRET_KEY
+from tests.integration.conftest import ACCESS_KEY, BIN, SECRET_KEY, run
 
-BIN = Path(sys.executable).parent
-CLI_TIMEOUT_S = 120
 
 
 def error_code(exc: ClientError) -> str:
@@ -23,12 +20,6 @@ def error_code(exc: ClientError) -> str:
 
 def status(exc: ClientError) -> int:
     return exc.response["ResponseMetadata"]["HTTPStatusCode"]
-
-
-def run(args: list[str], env: dict[str, str], cwd: Path) -> str:
-    done = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
-    assert done.returncode == 0, f"{args} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
-    return done.stdout
 
 
 def write_tree(root: Path, files: dict[str, bytes]) -> None:
@@ -42,17 +33,6 @@ TREE = {"a.txt": b"alpha\n", "sub/b.bin": os.urandom(200_000), "sub/deeper/c wit
 
 
 # ---------------------------------------------------------------- aws-cli
-
-@pytest.fixture
-def aws(file_gateway, tmp_path):
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-           "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
-
-    def aws_cli(*args: str) -> str:
-        return run([str(BIN / "aws"), "--endpoint-url", file_gateway.url, *args], env, tmp_path)
-    return aws_cli
-
 
 def test_aws_cli_mb_cp_ls_sync_rm_rb_round_trip(aws, s3_file, tmp_path):
     bucket = f"cli-{uuid.uuid4().hex[:12]}"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from typing import Any
 
 import pytest
@@ -17,7 +16,6 @@ from botocore.exceptions import ClientError
 
 from gateway.metadata.client import RemoteMetadataClient
 from tests.integration.conftest import make_client
-from tests.integration.test_clients import BIN, run
 from tests.integration.test_multipart import complete, put_part, start
 from tests.integration.test_versioning import enable, put, suspend, versions
 
@@ -163,18 +161,6 @@ def test_a_placeholder_with_nothing_behind_it_does_not_keep_the_bucket(s3_file, 
 
 
 # ---------------------------------------------------------------- aws-cli, as users empty a versioned bucket
-
-@pytest.fixture
-def aws(file_gateway, tmp_path):
-    from tests.integration.conftest import ACCESS_KEY, SECRET_KEY
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-           "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
-
-    def aws_cli(*args: str) -> str:
-        return run([str(BIN / "aws"), "--endpoint-url", file_gateway.url, *args], env, tmp_path)
-    return aws_cli
-
 
 def test_aws_cli_empties_a_versioned_bucket_and_rb_force_succeeds_at_once(aws, file_gateway, bucket_name, tmp_path):
     s3 = make_client(file_gateway.url)
