@@ -24,7 +24,7 @@ from gateway.api.common import (
     user_metadata,
     xml_response,
 )
-from gateway.api.tagging import tagging_directive, tags_from_header
+from gateway.api.tagging import tags_from_header
 from gateway.authz import authorize
 from gateway.context import RequestContext
 from gateway.limits import MAX_SINGLE_UPLOAD_BYTES
@@ -38,7 +38,8 @@ from shared.errors import S3Error
 COPY_SOURCE_HEADER = "x-amz-copy-source"
 COPY_SOURCE_PREFIX = "x-amz-copy-source-"          # x-amz-copy-source-if-match ... conditions
 METADATA_DIRECTIVE_HEADER = "x-amz-metadata-directive"
-METADATA_DIRECTIVES = ("COPY", "REPLACE")
+TAGGING_DIRECTIVE_HEADER = "x-amz-tagging-directive"
+DIRECTIVES = ("COPY", "REPLACE")
 VERSION_ID_PARAM = "versionId="
 _NOT_A_VERSION_ID = re.compile("[^\x20-\x7e]")     # as gateway/app.py refuses ?versionId= values
 # Headers that, given on a copy onto itself, count as "changing" the object (AWS's list).
@@ -160,11 +161,12 @@ def check_copy_size(size: int) -> None:
                       f"for a copy source: {MAX_SINGLE_UPLOAD_BYTES}")
 
 
-def _directive(ctx: RequestContext) -> str:
-    value = ctx.headers.get(METADATA_DIRECTIVE_HEADER, "COPY")
-    if value not in METADATA_DIRECTIVES:
-        raise S3Error("InvalidArgument", "Unknown metadata directive.", ArgumentName=METADATA_DIRECTIVE_HEADER,
-                      ArgumentValue=value)
+def _directive(ctx: RequestContext, header: str, what: str) -> str:
+    """A copy directive header (x-amz-metadata-directive, x-amz-tagging-directive): COPY (the
+    default) or REPLACE, else InvalidArgument."""
+    value = ctx.headers.get(header, "COPY")
+    if value not in DIRECTIVES:
+        raise S3Error("InvalidArgument", f"Unknown {what} directive.", ArgumentName=header, ArgumentValue=value)
     return value
 
 
@@ -200,8 +202,8 @@ async def copy_object(ctx: RequestContext) -> Response:
     refuse_version_id(ctx.query)
     dest = ctx.bucket_md
     key = ctx.key or ""
-    directive = _directive(ctx)
-    tag_directive = tagging_directive(ctx)
+    directive = _directive(ctx, METADATA_DIRECTIVE_HEADER, "metadata")
+    tag_directive = _directive(ctx, TAGGING_DIRECTIVE_HEADER, "tagging")
     # Refused before any data moves; with COPY the header is ignored, as on AWS.
     replaced_tags = tags_from_header(ctx.headers.get("x-amz-tagging")) if tag_directive == "REPLACE" else None
     src = await read_copy_source(ctx)

@@ -24,8 +24,6 @@ MAX_BUCKET_TAGS = 50          # per bucket
 MAX_TAG_KEY = 128             # characters, counted as AWS does: UTF-16 code units
 MAX_TAG_VALUE = 256
 SYSTEM_PREFIX = "aws:"        # reserved for AWS-generated tags
-TAGGING_DIRECTIVE_HEADER = "x-amz-tagging-directive"
-TAGGING_DIRECTIVES = ("COPY", "REPLACE")
 _HEADER_MESSAGE = ("The header 'x-amz-tagging' shall be encoded as UTF-8 then URLEncoded URL query parameters "
                    "without tag name duplicates.")
 
@@ -80,15 +78,6 @@ def tags_from_header(value: str | None) -> dict[str, str]:
 
 def _header_error(value: str) -> S3Error:
     return S3Error("InvalidArgument", _HEADER_MESSAGE, ArgumentName="x-amz-tagging", ArgumentValue=value)
-
-
-def tagging_directive(ctx: RequestContext) -> str:
-    """CopyObject's x-amz-tagging-directive: COPY (the default) or REPLACE."""
-    value = ctx.headers.get(TAGGING_DIRECTIVE_HEADER, "COPY")
-    if value not in TAGGING_DIRECTIVES:
-        raise S3Error("InvalidArgument", "Unknown tagging directive.", ArgumentName=TAGGING_DIRECTIVE_HEADER,
-                      ArgumentValue=value)
-    return value
 
 
 def parse_tagging_document(body: bytes) -> list[tuple[str, str]]:
