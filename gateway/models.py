@@ -164,10 +164,6 @@ class ObjectMD(dict):
 
     __slots__ = ()
 
-    @classmethod
-    def from_json(cls, text: str | bytes) -> "ObjectMD":
-        return cls(json.loads(text))
-
     def to_json(self) -> str:
         return json.dumps(self)
 
