@@ -15,14 +15,12 @@ import resource
 import signal
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import AsyncIterator, Callable
 
 import httpx
-import psutil
 import pytest
 import pytest_asyncio
 
@@ -30,7 +28,7 @@ from dmd.data import FOLDER_HASH, TMP_DIR_NAME, djb2_xor_hash, key_folder, start
 from gateway.data import (DataBackend, DataIntegrityError, DataNotFound, DataRangeNotSatisfiable,
                           DataUnavailable, DmdDataBackend, MemoryDataBackend, make_data_backend)
 from shared.config import Config, Location
-from tests.procs import REPO, free_port, start_dmd, wait_for_port
+from tests.procs import REPO, free_port, start_dmd
 
 # One loop for the module so one in-process server (setup creates 3511 folders, ~1 s here)
 # serves most tests; tests that need a fresh data path start their own.
@@ -475,14 +473,21 @@ async def test_blob_deleted_during_a_read_is_still_read_whole(server: DataServer
 
 # --- the daemon as a separate process ------------------------------------------------------------
 def _start_standalone(tmp_path: Path) -> tuple[subprocess.Popen, int, Path]:
-    """`python -m dmd.data`: only the data daemon, as a real process."""
-    port, data_path = free_port(), tmp_path / "localData"
+    """`python -m dmd.data`: only the data daemon, as a real process, on a port it binds itself."""
+    data_path, log_path = tmp_path / "localData", tmp_path / "data-daemon.log"
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("S3")},
-           "S3DATAPATH": str(data_path), "LOG_LEVEL": "warn"}
-    proc = subprocess.Popen([sys.executable, "-m", "dmd.data", "--bind", "127.0.0.1", "--port", str(port)],
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for_port(port, proc)
-    return proc, port, data_path
+           "S3DATAPATH": str(data_path), "LOG_LEVEL": "info"}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "dmd.data", "--bind", "127.0.0.1", "--port", "0"],
+                                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        for line in log_path.read_text().splitlines():
+            if '"data server listening"' in line:
+                return proc, json.loads(line)["port"], data_path
+        time.sleep(0.05)
+    _stop(proc)
+    raise RuntimeError(f"the data daemon did not start: {log_path.read_text()[-2000:]}")
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -534,39 +539,69 @@ async def test_sigkill_mid_upload_through_python_m_dmd_serves_no_partial_blob(tm
         dmd.stop()
 
 
-async def test_daemon_memory_stays_flat_for_a_large_body(tmp_path: Path) -> None:
-    size = 128 * MiB  # four times the allowed growth: a body held in memory could not pass
-    proc, port, _ = _start_standalone(tmp_path)
+def _read_chars(pid: int) -> int:
+    """Bytes the process has read so far, files and sockets (/proc/<pid>/io `rchar`)."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no rchar in /proc/<pid>/io")
+
+
+async def test_daemon_streams_a_large_body_both_ways(tmp_path: Path) -> None:
+    """Streaming, shown by behaviour rather than by memory figures: while the client pauses half-way
+    through a 128 MiB PUT, most of that half is already in the daemon's upload file; while a reader
+    pauses after 1 MiB of the GET, the daemon has read only what the socket buffers hold. A daemon
+    that buffered bodies would show nothing on disk, or the whole file read."""
+    size, half = 128 * MiB, 64 * MiB
+    proc, port, data_path = _start_standalone(tmp_path)
+    backend = DmdDataBackend("127.0.0.1", port, "us-east-1")
+    paused, proceed = asyncio.Event(), asyncio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        sent = 0
+        async for chunk in pattern_chunks(size):
+            if sent == half:
+                paused.set()
+                await proceed.wait()
+            yield chunk
+            sent += len(chunk)
+
+    def in_upload_files() -> int:
+        return sum(f.stat().st_size for f in (data_path / ".tmp").iterdir() if f.is_file())
+
     try:
-        ps = psutil.Process(proc.pid)
-        baseline = ps.memory_info().rss
-        peak = baseline
-        stop = threading.Event()
+        put = asyncio.create_task(backend.put(body(), size))
+        await asyncio.wait_for(paused.wait(), 120)
+        written = 0
+        for _ in range(600):
+            written = in_upload_files()
+            if written >= half // 2:
+                break
+            await asyncio.sleep(0.1)
+        proceed.set()
+        key = await asyncio.wait_for(put, 600)
+        assert written >= half // 2, f"only {written / MiB:.1f} MiB of the {half // MiB} MiB sent were on disk"
 
-        def sample() -> None:
-            nonlocal peak
-            while not stop.is_set():
-                peak = max(peak, ps.memory_info().rss)
-                time.sleep(0.02)
-
-        sampler = threading.Thread(target=sample)
-        sampler.start()
-        try:
-            backend = DmdDataBackend("127.0.0.1", port, "us-east-1")
-            key = await backend.put(pattern_chunks(size), size)
-            digest = hashlib.sha256()
-            async for chunk in backend.get(key):
-                digest.update(chunk)
-            await backend.close()
-        finally:
-            stop.set()
-            sampler.join()
+        stream = backend.get(key).__aiter__()
+        before = _read_chars(proc.pid)
+        digest, got = hashlib.sha256(), 0
+        while got < MiB:
+            chunk = await stream.__anext__()
+            digest.update(chunk)
+            got += len(chunk)
+        await asyncio.sleep(1.0)        # let the daemon fill the socket buffers and stop
+        read_while_paused = _read_chars(proc.pid) - before
+        async for chunk in stream:
+            digest.update(chunk)
+        await backend.close()
+        assert read_while_paused < size // 4, \
+            f"the daemon read {read_while_paused / MiB:.0f} MiB while the reader had taken {got / MiB:.0f} MiB"
         expected = hashlib.sha256()
         async for chunk in pattern_chunks(size):
             expected.update(chunk)
         assert digest.hexdigest() == expected.hexdigest()
-        assert peak - baseline < 32 * MiB, f"daemon RSS grew by {(peak - baseline) / MiB:.1f} MiB"
     finally:
+        proceed.set()
         _stop(proc)
 
 
