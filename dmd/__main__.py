@@ -2,10 +2,14 @@
 
 Owns the daemon's start-up and shutdown: reads the Config, opens the metadata
 store (RocksDB under S3METADATAPATH; a corrupt or unreadable directory stops
-the daemon with exit code 1, never a silent re-initialisation), starts the
+the daemon with exit code 1, never a silent re-initialisation; so does a folder
+holding the original CloudServer's LevelDB metadata, which only `python -m dmd.migrate`
+copies: it is never opened in place), starts the
 metadata RPC server (dmd/metadata.py, default 9990) and the /DataFile REST
 server (dmd/data.py, default 9991) on one event loop, and on SIGTERM/SIGINT
 stops serving and closes the store so every acknowledged write is flushed.
+With recordLog.enabled it also keeps the original's record log and serves /MDFile/recordLog
+(dmd/recordlog.py).
 With a dmd secret (DMD_SECRET / dmdSecret) both servers refuse callers that do
 not present it; without one, binding a non-loopback address logs a loud warning.
 """
@@ -20,6 +24,8 @@ from typing import Any
 
 from dmd.data import start_data_server, warn_if_exposed
 from dmd.metadata import MetadataServer
+from dmd.recordlog import RecordLogService
+from shared import dmd_tls
 from shared.config import Config, ConfigError, load_config
 from shared.log import get_logger, log_event, setup_logging
 from shared.metastore import MetaStore, RocksKV
@@ -42,7 +48,8 @@ def open_store(config: Config) -> Any:
     kv = RocksKV(config.metadata_path)
     return MetaStore(kv, metadata_path=config.metadata_path, replication_group_id=config.replication_group_id,
                      version_id_suffix=config.version_id_encoding == "hex",
-                     write_batch_max_ops=config.metadata_daemon.write_batch_max_ops)
+                     write_batch_max_ops=config.metadata_daemon.write_batch_max_ops,
+                     record_log_name=config.record_log_name if config.record_log_enabled else None)
 
 
 async def serve(config: Config, args: argparse.Namespace) -> int:
@@ -65,12 +72,14 @@ async def serve(config: Config, args: argparse.Namespace) -> int:
     server = MetadataServer(store, stream_max_pending_ack=config.metadata_daemon.stream_max_pending_ack,
                             stream_ack_timeout_ms=config.metadata_daemon.stream_ack_timeout_ms,
                             secret=config.dmd_secret)
+    if config.record_log_enabled:
+        RecordLogService(server, store, config.record_log_name)   # /MDFile/recordLog
     # Not refused: LISTEN_ADDR=0.0.0.0 without a secret is the reference's documented setup.
     warn_if_exposed("the metadata RPC (socket.io)", md_host, config.dmd_secret)
     data_runner = None
     try:
         step = f"cannot listen for metadata on {md_host}:{md_port}"
-        md_port = _bound_port(await server.start(md_host, md_port))
+        md_port = _bound_port(await server.start(md_host, md_port, ssl_context=dmd_tls.server_context(config)))
         step = f"cannot start the data server ({config.data_path}, {dd_host}:{dd_port})"
         data_runner = await start_data_server(config, dd_host, dd_port)
         dd_port = _bound_port(data_runner)

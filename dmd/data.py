@@ -34,6 +34,7 @@ from typing import IO, AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
+from shared import dmd_tls
 from shared.config import DMD_SECRET_HEADER, Config, is_loopback_host, load_config, secret_matches
 from shared.log import get_logger, log_event, setup_logging
 from shared.metastore.errors import MetadataError, obj_not_found
@@ -594,7 +595,7 @@ async def start_data_server(config: Config, host: str, port: int, *,
     runner = web.AppRunner(make_data_app(store, body_idle_timeout=body_idle_timeout, secret=config.dmd_secret),
                            keepalive_timeout=KEEPALIVE_TIMEOUT_S, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    await web.TCPSite(runner, host, port, ssl_context=dmd_tls.server_context(config)).start()   # TLS: shared/dmd_tls.py
     log_event(log, logging.INFO, "data server listening", host=host, port=runner.addresses[0][1],
               dataPath=str(store.data_path), noSync=store.no_sync, secretRequired=bool(config.dmd_secret))
     return runner

@@ -6,15 +6,18 @@ the engine (which does the write batching, docs/durability.md#group-commit), ans
 ack with `(error, result)`, and serves read streams with an ack window. It
 fixes the original's stream flaws: a source read error is forwarded as
 `stream-error`, and a consumer's disconnect frees its streams and iterators.
+The record log's namespace (/MDFile/recordLog, dmd/recordlog.py) sends its streams through the same
+machinery (`_open_stream(..., namespace=...)`).
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import ssl
 import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 import socketio
 from aiohttp import web
@@ -59,6 +62,8 @@ class _OutStream:
     packets: int = 0
     items: int = 0
     task: asyncio.Task | None = None
+    namespace: str = rpc.NAMESPACE   # the socket.io namespace the consumer called on (also /MDFile/recordLog)
+    sizer: Callable[[Any], int] = rpc.payload_size   # approximate encoded size of an item (packet byte cap)
 
 
 class _AckTimeout(Exception):
@@ -96,10 +101,10 @@ class MetadataServer:
 
     # ---- lifecycle -----------------------------------------------------------
 
-    async def start(self, host: str, port: int) -> web.AppRunner:
+    async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> web.AppRunner:
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
         await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
+        await web.TCPSite(self._runner, host, port, ssl_context=ssl_context).start()   # TLS: shared/dmd_tls.py
         self._stats_task = asyncio.create_task(self._log_stats_periodically())
         return self._runner
 
@@ -227,7 +232,8 @@ class MetadataServer:
 
     # ---- streams (docs/protocol.md#read-streams) ----------------------------------
 
-    async def _open_stream(self, sid: str, source: AsyncIterator[Any]) -> dict[str, Any]:
+    async def _open_stream(self, sid: str, source: AsyncIterator[Any], namespace: str = rpc.NAMESPACE,
+                           sizer: Callable[[Any], int] = rpc.payload_size) -> dict[str, Any]:
         """Reply with a stream marker and start pumping the source to the consumer.
 
         The first item is read before replying so that bad options (which the
@@ -239,7 +245,7 @@ class MetadataServer:
             await _aclose(source)
             raise
         stream_id = rpc.new_stream_id()
-        st = _OutStream(stream_id, sid, source, first)
+        st = _OutStream(stream_id, sid, source, first, namespace=namespace, sizer=sizer)
         self._streams[stream_id] = st
         self._streams_by_sid.setdefault(sid, set()).add(stream_id)
         # The ack carrying the marker is queued when this handler returns, before
@@ -255,6 +261,15 @@ class MetadataServer:
         if st is not None and st.sid == sid:
             self._cancel_stream(st)
 
+    def free_streams(self, sid: str) -> int:
+        """Cancel every stream of a consumer connection (another namespace's disconnect); how many."""
+        ids = self._streams_by_sid.pop(sid, set())
+        for stream_id in ids:
+            st = self._streams.get(stream_id)
+            if st is not None:
+                self._cancel_stream(st)
+        return len(ids)
+
     def _cancel_stream(self, st: _OutStream) -> None:
         if st.task is not None and not st.task.done():
             st.task.cancel()
@@ -264,7 +279,7 @@ class MetadataServer:
         try:
             item = st.first
             while item is not _END:
-                batch, size = [item], rpc.payload_size(item)
+                batch, size = [item], st.sizer(item)
                 item = _END
                 max_items = min(PACKET_MAX_ITEMS, FIRST_PACKET_ITEMS << min(st.packets, 7))
                 while len(batch) < max_items and size < PACKET_MAX_BYTES:
@@ -272,7 +287,7 @@ class MetadataServer:
                     if nxt is _END:
                         break
                     batch.append(nxt)
-                    size += rpc.payload_size(nxt)
+                    size += st.sizer(nxt)
                 else:
                     item = await anext(st.source, _END)
                 await self._wait_window(st)
@@ -315,7 +330,7 @@ class MetadataServer:
         if logger.isEnabledFor(logging.DEBUG):
             log_event(logger, logging.DEBUG, event, sid=st.sid, streamId=st.stream_id, seq=seq,
                       items=len(payload.get("data", ())), pending=len(st.unacked))
-        await self.sio.emit(event, payload, to=st.sid, namespace=rpc.NAMESPACE, callback=on_ack)
+        await self.sio.emit(event, payload, to=st.sid, namespace=st.namespace, callback=on_ack)
 
     async def _wait_window(self, st: _OutStream) -> None:
         """Block while the window (at most `max_pending_ack`) is full of un-acked packets;
@@ -353,7 +368,7 @@ class MetadataServer:
     async def _send_error(self, st: _OutStream, err: BaseException) -> None:
         try:
             await self.sio.emit(rpc.EVENT_STREAM_ERROR, {"streamId": st.stream_id, "error": rpc.flatten_error(err)},
-                                to=st.sid, namespace=rpc.NAMESPACE)
+                                to=st.sid, namespace=st.namespace)
         except Exception:  # the consumer may be gone already
             logger.debug("stream-error not delivered", exc_info=True)
 

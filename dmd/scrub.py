@@ -16,6 +16,10 @@ What it reports (a JSON document on stdout, or in --json FILE):
 - `placeholders`: placeholder (PHD) masters left in a bucket;
 - `staleUploads`: multipart uploads initiated more than --stale-uploads-days ago;
 - `orphanParts`: part records whose upload overview is gone, last modified before the grace period;
+- `interruptedCompletes`: uploads a CompleteMultipartUpload claimed (`completeInProgress`) and
+  committed, then died before its clean-up, and whose object has been replaced since: the data the
+  leftover part records name is gone (freed with the replaced object). Not missing data: nothing
+  can read it any more (a retried Complete answers NoSuchUpload); `--repair` removes the records;
 - `unexpectedFiles`: files in the data directory that are not blobs (informational, never touched).
 
 Only locations of type `file` are checked against the data directory; the others are counted in
@@ -48,7 +52,7 @@ DEFAULT_GRACE_SECONDS = 3600
 DEFAULT_STALE_UPLOADS_DAYS = 7
 READ_CHUNK = 1 << 20
 DAMAGE_KINDS = ("missingData", "sizeMismatch", "md5Mismatch", "orphanBlobs", "placeholders",
-                "staleUploads", "orphanParts")
+                "staleUploads", "orphanParts", "interruptedCompletes")
 
 
 # ---------------------------------------------------------------- progress (stderr, terminals only)
@@ -148,6 +152,8 @@ class Scan:
     placeholders: list[dict[str, Any]] = field(default_factory=list)
     stale_uploads: list[dict[str, Any]] = field(default_factory=list)
     orphan_parts: list[dict[str, Any]] = field(default_factory=list)
+    # uploads claimed by a Complete: upload id -> (bucket, key, overview text)
+    claimed: dict[str, tuple[str, str, dict[str, Any]]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=lambda: {"buckets": 0, "objectRecords": 0, "uploads": 0,
                                                             "parts": 0, "locations": 0})
 
@@ -192,7 +198,8 @@ class Scrubber:
             part, _, md5 = etag.partition(":")
             encrypted = bool(loc.get("cryptoScheme") or loc.get("cipheredDataKey") or loc.get("sseCryptoScheme"))
             whole = by_part.get(part, 0) == 1 and len(md5) == 32 and not encrypted
-            size = loc.get("size")
+            # an encrypted blob (gateway/encryption.py) holds more than its plaintext `size`
+            size = loc.get("storedSize") if loc.get("sseCryptoScheme") else loc.get("size")
             scan.refs.setdefault(str(loc["key"]), []).append(
                 Ref(str(loc["key"]), int(size) if isinstance(size, (int, str)) and str(size).isdigit() else None,
                     md5 if whole else None, owner, kind))
@@ -213,6 +220,8 @@ class Scrubber:
                 if kind == "overview":
                     scan.counts["uploads"] += 1
                     overviews.add(b)
+                    if doc.get("completeInProgress"):
+                        scan.claimed[b] = (bucket, a, doc)
                     initiated = _parse_time(doc.get("initiated"))
                     if initiated is not None and now - initiated > self.stale_s:
                         scan.stale_uploads.append({"bucket": bucket, "key": a, "uploadId": b,
@@ -332,6 +341,13 @@ class Scrubber:
                     if actual_md5 != ref.md5:
                         problem = ("md5Mismatch", {**entry, "expectedMd5": ref.md5, "actualMd5": actual_md5})
                 if problem is not None and await self._still_referenced(ref):
+                    upload = ref.owner.get("uploadId") if ref.kind == "part" else None
+                    if problem[0] == "missingData" and upload in scan.claimed:
+                        bucket, key, _ = scan.claimed[upload]
+                        done = {"bucket": bucket, "key": key, "uploadId": upload}
+                        if done not in report["interruptedCompletes"]:
+                            report["interruptedCompletes"].append(done)
+                        continue
                     report[problem[0]].append(problem[1])
         self.progress.finish()
 
@@ -355,7 +371,7 @@ class Scrubber:
         report["unexpectedFiles"] = sorted(unexpected)
         damage = any(report[kind] for kind in DAMAGE_KINDS)
         if self.repair and damage:
-            report["repaired"] = await self._repair(scan, candidates, started)
+            report["repaired"] = await self._repair(scan, candidates, started, report["interruptedCompletes"])
         report["skipped"] = {"locations": scan.skipped,
                              "note": "only locations of type 'file' (this dmd's data directory) are "
                                      "checked for data; the others are counted here"} if scan.skipped else {}
@@ -366,8 +382,21 @@ class Scrubber:
                              "clean": not damage}
         return report
 
-    async def _repair(self, scan: Scan, candidates: dict[str, os.stat_result], started: float) -> dict[str, Any]:
-        repaired: dict[str, list[Any]] = {"placeholders": [], "orphanParts": [], "orphanBlobs": []}
+    async def _forget_interrupted_complete(self, done: dict[str, Any], released: set[str]) -> bool:
+        """Remove the records an interrupted completion left (only while the overview is still the
+        claimed one); the data they name that still exists becomes an orphan candidate."""
+        record = await self.store.get_upload_record(done["bucket"], done["key"], done["uploadId"])
+        if record is None or not record[0].complete_in_progress:
+            return False
+        for number, part in await self.store.parts(done["bucket"], done["uploadId"]):
+            if await self.store.remove_part_if(done["bucket"], done["uploadId"], number, dict(part)):
+                released |= {str(loc.get("key")) for loc in part.locations if isinstance(loc, dict)}
+        return await self.store.delete_upload(done["bucket"], done["key"], done["uploadId"], record[1])
+
+    async def _repair(self, scan: Scan, candidates: dict[str, os.stat_result], started: float,
+                      report_interrupted: list[dict[str, Any]]) -> dict[str, Any]:
+        repaired: dict[str, list[Any]] = {"placeholders": [], "orphanParts": [], "orphanBlobs": [],
+                                          "interruptedCompletes": []}
         for phd in scan.placeholders:
             # A read resolves a placeholder (the engine drops it or promotes the newest version).
             await self.store.get_object(phd["bucket"], phd["key"])
@@ -380,6 +409,9 @@ class Scrubber:
                 repaired["orphanParts"].append({k: v for k, v in part.items() if k != "_doc"})
                 released |= {str(loc.get("key")) for loc in part["_doc"].get("partLocations") or []
                              if isinstance(loc, dict)}
+        for done in report_interrupted:
+            if await self._forget_interrupted_complete(done, released):
+                repaired["interruptedCompletes"].append(done)
         # The data of removed parts may now be unreferenced too.
         cutoff = started - self.grace_s
         for key in released:

@@ -11,7 +11,7 @@ import sys
 
 import uvicorn
 
-from gateway import metrics
+from gateway import metrics, tls
 from gateway.data.aws_s3 import validate_aws_s3_details
 from gateway.limits import http_limits
 from gateway.server import LimitedHttpToolsProtocol
@@ -26,6 +26,18 @@ def check_locations(config: Config) -> None:
                 validate_aws_s3_details(loc.details)
             except ValueError as exc:
                 raise ConfigError(f"{config.location_file}: location '{loc.name}': {exc}") from None
+        elif loc.type == "file":   # issue 16: a file location may name its own dmd
+            host, port = loc.details.get("host"), loc.details.get("port")
+            if (host is not None and (not isinstance(host, str) or not host)) or (port is not None and (
+                    isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536)):
+                raise ConfigError(f"{config.location_file}: location '{loc.name}': 'details.host' must be a host "
+                                  "name and 'details.port' a port 1-65535")
+        elif loc.type == "azure" and config.data_backend == "multiple":   # issue 16
+            from gateway.data.azure import azure_details
+            try:
+                azure_details(loc)
+            except ValueError as exc:
+                raise ConfigError(f"{config.location_file}: location '{loc.name}': {exc}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config()
         check_locations(config)
         limits = http_limits(config)
+        ssl_options = tls.uvicorn_ssl_options(config)   # HTTPS: certFilePaths or SSL=true (gateway/tls.py)
     except ConfigError as exc:
         print(f"gateway: configuration error: {exc}", file=sys.stderr)
         return 1
@@ -54,8 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     uvicorn.run("gateway.app:create_app", factory=True, host=host, port=port, workers=workers,
                 loop="uvloop", http=http_protocol, log_level="warning", access_log=False,  # type: ignore[arg-type]
                 timeout_keep_alive=limits.keep_alive_timeout_s, lifespan="on", server_header=False,
-                ssl_keyfile=(config.cert_file_paths or {}).get("key"),
-                ssl_certfile=(config.cert_file_paths or {}).get("cert"))
+                **ssl_options)
     return 0
 
 

@@ -26,12 +26,15 @@ from shared.log import get_logger, new_request_id, setup_logging
 
 from gateway import api  # noqa: F401  (registers the action handlers)
 from gateway import metrics
+from gateway import cors, website  # CORS and the website endpoint (issue 14)
 from gateway.auth import AuthRequest, authenticate
-from gateway.authz import authorize
+from gateway.authz import OBJECT_LEVEL_ACTIONS, authorize, needs_object
 from gateway.context import RequestContext, Services
 from gateway.limits import HttpLimits, check_object_key, http_limits
+from gateway.models import BucketMD, ObjectMD
 from gateway.router import METHODS, handler_for, resolve
 from gateway.server import RequestRecord, serve
+from gateway.versioning import get_version
 from gateway.xml import root, sub, to_bytes
 
 log = get_logger("gateway")
@@ -39,8 +42,9 @@ log = get_logger("gateway")
 # Actions that read the current version of their key: the pipeline fetches it alongside the
 # bucket (one metadata round trip instead of two); bucket errors still come first.
 PREFETCH_OBJECT_ACTIONS = frozenset({"GetObject", "HeadObject", "GetObjectAttributes"})
-# A browser form upload is signed inside its body: the handler authenticates, then authorizes.
-FORM_AUTHENTICATED_ACTION = "PostObject"
+# A browser form upload is signed inside its body: the handler authenticates, then authorizes;
+# DeleteObjects authorizes each key (a key refused is that key's AccessDenied).
+AUTHORIZED_BY_HANDLER = frozenset({"PostObject", "DeleteObjects"})
 
 
 # What an error document leaves out rather than write: a value holding a character no XML
@@ -100,7 +104,9 @@ def split_bucket_key(host: str, path: str, config: Config) -> tuple[str | None, 
 
 
 async def load_and_authorize(ctx: RequestContext) -> None:
-    """Load the request's bucket (NoSuchBucket) and authorize the routed action on it.
+    """Load the request's bucket (NoSuchBucket) and authorize the route's IAM action on it
+    (gateway/authz.py); object-level actions (GetObject, GetObjectAcl, ...) are authorized against
+    the addressed version, loaded here (GET/HEAD: the prefetched current version).
 
     An anonymous request on a bucket that does not exist learns that first, as on AWS.
     """
@@ -117,13 +123,31 @@ async def load_and_authorize(ctx: RequestContext) -> None:
         bucket = await ctx.store.get_bucket(ctx.bucket)
         if bucket is None:
             raise S3Error("NoSuchBucket", BucketName=ctx.bucket)
-        if not (route.action == FORM_AUTHENTICATED_ACTION and ctx.account is None):
-            authorize(ctx.account, bucket, route.access)
+        ctx.request.scope[cors.SCOPE_BUCKET] = bucket   # its CORS rules, for the response (gateway/cors.py)
+        action = route.iam_action(ctx.query)
+        if route.action in AUTHORIZED_BY_HANDLER:
+            pass
+        elif action in OBJECT_LEVEL_ACTIONS and (prefetch is not None or needs_object(ctx.account, bucket, action)):
+            obj = await (prefetch if prefetch is not None else _addressed_version(ctx, bucket))
+            authorize(ctx, bucket, action, obj=None if obj is None or obj.is_delete_marker else obj)
+        else:
+            authorize(ctx, bucket, action)
     except BaseException:
         await _discard(prefetch)
         raise
     ctx.target_bucket = bucket
     ctx.prefetched_object = prefetch
+
+
+async def _addressed_version(ctx: RequestContext, bucket: BucketMD) -> ObjectMD | None:
+    """The version an object-level action addresses (?versionId or the current one), None if none."""
+    version = ctx.query.get("versionId")
+    if version is None:
+        return await ctx.store.get_object(bucket.name, ctx.key or "")
+    try:
+        return await get_version(ctx.store, bucket, ctx.key or "", version)
+    except S3Error:   # no such version, or no version id at all: the handler answers
+        return None
 
 
 async def _discard(task: "asyncio.Future | None") -> None:
@@ -148,6 +172,8 @@ async def s3_request(request: Request, record: RequestRecord) -> Response:
     if key is not None:
         check_object_key(key)
     target = "object" if key is not None else ("bucket" if bucket else "service")
+    if request.method == "OPTIONS":   # a CORS preflight: unauthenticated (gateway/cors.py)
+        return await cors.preflight_request(services.store, bucket, headers, scope)
     route = resolve(request.method, target, query, headers)
     scope[metrics.ACTION_SCOPE_KEY] = route.action
     auth_req = AuthRequest.from_scope(scope, host_bucket=bucket if virtual_hosted else None)
@@ -164,7 +190,9 @@ async def s3_request(request: Request, record: RequestRecord) -> Response:
 
 
 async def s3_endpoint(request: Request) -> Response:
-    return await serve(request, s3_request, error_response)
+    if website.website_bucket(request.headers.get("host", ""), request.app.state.services.config) is not None:
+        return await serve(request, website.website_request, website.error_page, cors.finish)
+    return await serve(request, s3_request, error_response, cors.finish)
 
 
 def _allowed(client: str | None, allow_from: tuple[str, ...]) -> bool:

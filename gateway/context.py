@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from gateway.metadata.client import request_uids
 from gateway.models import BucketMD, ObjectMD
 from gateway.store import Store
 from shared.config import Account, Config
@@ -37,13 +38,16 @@ class Services:
         return cls(config, Store.from_config(config))
 
     def data_for(self, location: str) -> "DataBackend":
-        from gateway.data import make_data_backend
+        """The backend of a location name, or of a stored dataStoreName the original wrote (its
+        backend type, "file": gateway.data.location_serving); one backend per location."""
+        from gateway.data import location_serving, make_data_backend
         backend = self.data_backends.get(location)
         if backend is None:
-            loc = self.config.locations.get(location)
+            loc = location_serving(self.config, location)
             if loc is None:
                 raise S3Error("InvalidLocationConstraint")
-            backend = self.data_backends[location] = make_data_backend(self.config, loc)
+            backend = self.data_backends.get(loc.name) or make_data_backend(self.config, loc)
+            self.data_backends[loc.name] = self.data_backends[location] = backend
         return backend
 
     async def setup(self) -> None:
@@ -60,7 +64,8 @@ class Services:
                 await asyncio.sleep(SETUP_RETRY_S)
 
     async def close(self) -> None:
-        await asyncio.gather(*(b.close() for b in self.data_backends.values()), return_exceptions=True)
+        unique = {id(b): b for b in self.data_backends.values()}.values()   # a backend may serve two names
+        await asyncio.gather(*(b.close() for b in unique), return_exceptions=True)
         await self.store.close()
 
 
@@ -83,6 +88,11 @@ class RequestContext:
     # The current version of the request's key, fetched by the pipeline alongside the bucket (GET/HEAD).
     prefetched_object: "asyncio.Future[ObjectMD | None] | None" = None
     extra_log: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # The metadata calls made for this request carry its id as reqUids, as the original's do
+        # (set in the request's own task: tasks it starts inherit it).
+        request_uids.set(self.request_id)
 
     @property
     def config(self) -> Config:

@@ -78,6 +78,50 @@ class BucketMD:
         self.raw["acl"] = value
 
     @property
+    def policy(self) -> dict[str, Any] | None:
+        """The bucket policy as the original stores it (`bucketPolicy`: the parsed JSON document)."""
+        return self.raw.get("bucketPolicy") or None
+
+    @property
+    def policy_id(self) -> str | None:
+        """Ours: an id set with each PutBucketPolicy, the key of the parsed-policy cache (gateway/authz.py)."""
+        return self.raw.get("bucketPolicyId") or None
+
+    def set_policy(self, doc: dict[str, Any] | None, policy_id: str | None) -> None:
+        self.raw["bucketPolicy"] = doc
+        self.raw["bucketPolicyId"] = policy_id
+
+    @property
+    def public_access_block(self) -> dict[str, bool] | None:
+        """{BlockPublicAcls, IgnorePublicAcls, BlockPublicPolicy, RestrictPublicBuckets} or None."""
+        return self.raw.get("publicAccessBlockConfiguration") or None
+
+    @public_access_block.setter
+    def public_access_block(self, value: dict[str, bool] | None) -> None:
+        self.raw["publicAccessBlockConfiguration"] = value
+
+    @property
+    def object_ownership(self) -> str | None:
+        """BucketOwnerEnforced, BucketOwnerPreferred, ObjectWriter, or None (no OwnershipControls:
+        ObjectWriter's behaviour)."""
+        rules = (self.raw.get("ownershipControls") or {}).get("Rules") or []
+        return rules[0].get("ObjectOwnership") if rules else None
+
+    @object_ownership.setter
+    def object_ownership(self, value: str | None) -> None:
+        self.raw["ownershipControls"] = {"Rules": [{"ObjectOwnership": value}]} if value else None
+
+    @property
+    def server_side_encryption(self) -> dict[str, Any] | None:
+        """The bucket's default encryption, the original's `serverSideEncryption` ({cryptoScheme,
+        algorithm, masterKeyId, configuredMasterKeyId?, mandatory}); gateway/sse.py reads it."""
+        return self.raw.get("serverSideEncryption") or None
+
+    @server_side_encryption.setter
+    def server_side_encryption(self, value: dict[str, Any] | None) -> None:
+        self.raw["serverSideEncryption"] = value
+
+    @property
     def tags(self) -> list[dict[str, str]]:
         """The bucket's tag set, [{"Key", "Value"}] in the order it was put (the original's shape)."""
         return self.raw.get("tags") or []
@@ -85,6 +129,26 @@ class BucketMD:
     @tags.setter
     def tags(self, value: list[dict[str, str]]) -> None:
         self.raw["tags"] = value
+
+    @property
+    def cors(self) -> list[dict[str, Any]] | None:
+        """The CORS rules as the original stores them (gateway/cors.py): [{allowedMethods,
+        allowedOrigins, allowedHeaders?, exposeHeaders?, maxAgeSeconds?, id?}], or None."""
+        return self.raw.get("cors") or None
+
+    @cors.setter
+    def cors(self, value: list[dict[str, Any]] | None) -> None:
+        self.raw["cors"] = value
+
+    @property
+    def website(self) -> dict[str, Any] | None:
+        """The website configuration as the original stores it (gateway/websiteconfig.py):
+        {indexDocument, errorDocument, redirectAllRequestsTo, routingRules}, or None."""
+        return self.raw.get("websiteConfiguration") or None
+
+    @website.setter
+    def website(self, value: dict[str, Any] | None) -> None:
+        self.raw["websiteConfiguration"] = value
 
     def serialize(self) -> str:
         doc = {
@@ -466,8 +530,14 @@ class PartMD(dict):
 
     @property
     def locations(self) -> list[dict[str, Any]]:
-        """The part's data locations ([] for an empty part)."""
-        return self.get("partLocations") or []
+        """The part's data locations ([] for an empty part), each with its `size`. The original's
+        UploadPart writes its one location without a size: such a location holds the whole part,
+        so its size is the part's own (`content-length`), as Arsenal's processMpuParts reads it."""
+        stored = self.get("partLocations") or []
+        if isinstance(stored, dict):   # Arsenal accepts a lone location object too
+            stored = [stored]
+        return [loc if loc.get("size") else {**loc, "size": self.size}
+                for loc in stored if isinstance(loc, dict)]
 
     @property
     def last_modified(self) -> str:

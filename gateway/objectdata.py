@@ -5,15 +5,31 @@ Every write of object bytes (PutObject, POST object, CopyObject, UploadPart,
 UploadPartCopy) goes through `store_stream`, so a transform of stored bytes
 (encryption) is added in one place. A location record (one entry of an
 ObjectMD's `location` list) is built only by `location_record`.
+
+A location record's `dataStoreName` names the location holding its bytes. Records written by
+the original in S3BACKEND=file mode name the backend type instead ("file"); `Services.data_for`
+maps such a name to a location of that type (`gateway.data.location_serving`). A read resolves
+the backend of every piece before anything is sent (`read_range`), so a location this gateway
+cannot serve is an S3 error, never a 200 followed by a broken body.
+
+Encryption at rest (gateway/encryption.py, docs/encryption.md): `store_stream` given a
+`KeySource` seals the stream and records how in the location; `read_range` opens the chunks
+of encrypted locations it reads (SSE-C ones with the request's `customer_key`).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
+import asyncio
+import hashlib
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, NamedTuple
 
+from gateway import encryption
+from gateway.kms import kms_for
 from shared.errors import S3Error
+from shared.metastore import MetadataError
 
 if TYPE_CHECKING:
     from gateway.context import Services
+    from gateway.data.base import DataBackend, ObjectName
 
 DEFAULT_LOCATION = "us-east-1"
 
@@ -46,42 +62,153 @@ def part_location(loc: dict[str, Any], part_number: int, md5_hex: str, *, start:
 
 async def store_stream(services: "Services", location_name: str, chunks: AsyncIterator[bytes],
                        size: int | None, digest: Callable[[], tuple[int, str]],
-                       check: Callable[[], None] | None = None) -> list[dict[str, Any]]:
+                       check: Callable[[], None] | None = None,
+                       keys: "encryption.KeySource | None" = None,
+                       name: "ObjectName | None" = None) -> list[dict[str, Any]]:
     """Write `chunks` as one blob of `location_name` and return its location list.
 
     `digest()` gives (size, md5 hex) of what passed, once it has all passed (the
     caller's stream computes them); `check()` may refuse what was stored (a short
     body, a size limit). A refused or failed write leaves no blob behind.
+    With `keys`, the blob is sealed under a new data key (gateway/encryption.py): the
+    location's `size` stays the plaintext's, its encryption fields say how to open it, and its
+    md5 is the plaintext's, or for SSE-KMS and SSE-C (as AWS's ETags) the stored bytes'
+    (`stored_md5` gives it to the caller for the ETag).
     """
     backend = services.data_for(location_name)
-    data_key = await backend.put(chunks, size)
+    sealed: dict[str, Any] | None = None
+    if keys is not None:
+        data_key, key_fields = keys.new_data_key()
+        prefix = encryption.new_nonce_prefix()
+        chunks = encryption.encrypt_stream(chunks, data_key, prefix)
+        stored_hash = hashlib.md5() if keys.etag_of_stored_bytes else None
+        if stored_hash is not None:
+            chunks = _hashing(chunks, stored_hash)
+        sealed = {"fields": key_fields, "prefix": prefix, "md5": stored_hash}
+        size = None if size is None else encryption.stored_size(size)
+    data_key = await backend.put(chunks, size, name)   # name: the object, for stores that name blobs after it
     try:
         if check is not None:
             check()
-        stored_size, md5_hex = digest()
+        plain_size, md5_hex = digest()
     except BaseException:
         await backend.delete(data_key)
         raise
-    return [location_record(data_key, stored_size, location_name, md5_hex)]
+    if sealed is not None and sealed["md5"] is not None:
+        md5_hex = sealed["md5"].hexdigest()
+    record = location_record(data_key, plain_size, location_name, md5_hex)
+    if sealed is not None:
+        record.update(encryption.encryption_fields(sealed["fields"], sealed["prefix"], plain_size))
+    return [record]
 
 
-async def read_range(services: "Services", locations: list[dict[str, Any]] | None,
-                     first: int, last: int) -> AsyncIterator[bytes]:
-    """The bytes first..last (inclusive) of an object stored as a list of data locations."""
-    if not locations or last < first:
-        return
+async def _hashing(chunks: AsyncIterator[bytes], md5: Any) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        md5.update(chunk)
+        yield chunk
+
+
+def stored_md5(locations: list[dict[str, Any]] | None, plaintext_md5: str) -> str:
+    """The ETag md5 of what `store_stream` stored: its location's md5 (the stored bytes' for
+    SSE-KMS and SSE-C), `plaintext_md5` for an object without data."""
+    return part_md5_of_location(locations[0]) if locations else plaintext_md5
+
+
+class _Piece(NamedTuple):
+    """One blob read of a range: its backend, key, and byte range (None, None: the whole blob);
+    for an encrypted blob, the stored range and what opens it (`_Sealed`)."""
+    backend: "DataBackend"
+    key: str
+    lo: int | None
+    hi: int | None
+    sealed: "_Sealed | None" = None
+
+
+class _Sealed(NamedTuple):
+    """How to open plaintext bytes first..last of an encrypted blob of `size` plaintext bytes."""
+    data_key: bytes
+    prefix: bytes
+    size: int
+    first: int
+    last: int
+
+
+def _reader_for(services: "Services", loc: dict[str, Any]) -> "DataBackend":
+    """The backend holding a stored location; an S3 error when no configured location serves it."""
+    name = loc.get("dataStoreName") or DEFAULT_LOCATION
+    try:
+        return services.data_for(name)
+    except S3Error:
+        raise S3Error("InternalError", f"The object's data is in location {name!r}, which this server "
+                      "does not serve") from None
+
+
+def read_range(services: "Services", locations: list[dict[str, Any]] | None,
+               first: int, last: int, customer_key: bytes | None = None) -> AsyncIterator[bytes]:
+    """The bytes first..last (inclusive) of an object stored as a list of data locations.
+
+    The backend of every piece is resolved here, before the first byte: a location this gateway
+    cannot serve raises S3Error now (the caller has not sent a status yet); so are the data keys
+    of encrypted pieces (an SSE-C piece without its `customer_key`, or with another, fails here)."""
+    pieces: list[_Piece] = []
     offset = 0
-    for loc in locations:
+    for loc in (locations or []) if last >= first else []:
         size = int(loc.get("size", 0))
         start, end = offset, offset + size - 1
         offset += size
         if size == 0 or end < first or start > last:
             continue
-        backend = services.data_for(loc.get("dataStoreName") or DEFAULT_LOCATION)
         lo, hi = max(first, start) - start, min(last, end) - start
         whole = lo == 0 and hi == size - 1
-        async for chunk in backend.get(loc["key"], None if whole else lo, None if whole else hi):
+        if loc.get("cipheredDataKey") and not encryption.is_encrypted(loc):
+            # The original's own encryption (AES-256-CTR under its KMS): never served as if plaintext.
+            raise S3Error("NotImplemented", "This object was encrypted by the original CloudServer; "
+                          "this server cannot decrypt it")
+        if encryption.is_encrypted(loc):
+            data_key = encryption.data_key_of(loc, kms_for(services.config), customer_key)
+            sealed = _Sealed(data_key, encryption.nonce_prefix_of(loc), size, lo, hi)
+            slo, shi = encryption.stored_range(loc, lo, hi)
+            whole = slo == 0 and shi == encryption.stored_size(size) - 1
+            pieces.append(_Piece(_reader_for(services, loc), loc["key"], None if whole else slo,
+                                 None if whole else shi, sealed))
+            continue
+        pieces.append(_Piece(_reader_for(services, loc), loc["key"], None if whole else lo, None if whole else hi))
+    return _read_pieces(pieces)
+
+
+async def _read_pieces(pieces: list[_Piece]) -> AsyncIterator[bytes]:
+    for piece in pieces:
+        chunks = piece.backend.get(piece.key, piece.lo, piece.hi)
+        if piece.sealed is not None:
+            s = piece.sealed
+            chunks = encryption.decrypt_stream(chunks, s.data_key, s.prefix, s.size, s.first, s.last, piece.key)
+        async for chunk in chunks:
             yield chunk
+
+
+async def open_range(services: "Services", locations: list[dict[str, Any]] | None,
+                     first: int, last: int, customer_key: bytes | None = None) -> AsyncIterator[bytes]:
+    """`read_range`, with its first chunk already read: what fails before any byte arrives (a location
+    not served here, the first blob missing or its store away) raises here, before a response status
+    is chosen. Iterate the result to the end or `aclose()` it."""
+    chunks = read_range(services, locations, first, last, customer_key)
+    try:
+        head = await anext(chunks, None)
+    except BaseException:
+        await chunks.aclose()
+        raise
+    return _prepend(head, chunks)
+
+
+async def _prepend(head: bytes | None, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    try:
+        if head is None:
+            return
+        yield head
+        async for chunk in rest:
+            yield chunk
+    finally:
+        await rest.aclose()   # type: ignore[attr-defined]
 
 
 async def free_locations(services: "Services", locations: list[dict[str, Any]] | None,
@@ -94,6 +221,53 @@ async def free_locations(services: "Services", locations: list[dict[str, Any]] |
         except Exception:  # a blob we fail to free is garbage, not an error for the client
             if log is not None:
                 log.setdefault("leakedBlobs", []).append(loc.get("key"))
+
+
+# Metadata errors after which a write may or may not have been applied: the call was sent and its
+# answer lost (the dmd died after committing, the connection dropped, the answer timed out).
+_OUTCOME_UNKNOWN_TYPES = frozenset({"ECONNRESET", "ETIMEDOUT"})
+
+
+def commit_outcome_unknown(exc: BaseException) -> bool:
+    """Whether a failed metadata write may nevertheless have been committed: then the data it
+    references must not be freed (a leak the scrub finds is the price; freeing could lose an object)."""
+    if isinstance(exc, asyncio.CancelledError):   # the request went away while the call was out
+        return True
+    return isinstance(exc, MetadataError) and exc.type in _OUTCOME_UNKNOWN_TYPES
+
+
+async def free_new_data(services: "Services", locations: list[dict[str, Any]] | None, exc: BaseException,
+                        log: dict[str, Any] | None = None) -> None:
+    """Roll back the data of a write whose metadata commit failed with `exc`: freed when the
+    commit certainly did not happen, left in place (named in `log["leakedBlobs"]`) when it may have."""
+    if not commit_outcome_unknown(exc):
+        await free_locations(services, locations, log)
+    elif log is not None and locations:
+        log.setdefault("leakedBlobs", []).extend(loc.get("key") for loc in locations)
+
+
+async def data_present(services: "Services", locations: list[dict[str, Any]] | None) -> bool:
+    """Whether every blob of `locations` can still be read (one byte of each)."""
+    for loc in locations or []:
+        if not loc.get("size"):
+            continue
+        # issue 16: the backend says (a part staged in azure cannot be read, only looked up)
+        if not await services.data_for(loc.get("dataStoreName") or DEFAULT_LOCATION).exists(loc["key"]):
+            return False
+    return True
+
+
+async def commit_upload(services: "Services", location_name: str, name: "ObjectName",
+                        locations: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    """The location list of a completed upload once its store has joined the parts (issue 16: azure
+    commits the staged blocks as one blob, `DataBackend.commit_parts`); unchanged where parts stay
+    blobs of their own. Only the keys change: each piece keeps its part, size and offset."""
+    if not locations:
+        return locations
+    keys = await services.data_for(location_name).commit_parts(name, [loc["key"] for loc in locations])
+    if keys is None:
+        return locations
+    return [{**loc, "key": key} for loc, key in zip(locations, keys)]
 
 
 def refuse_oversized(size: int, limit: int) -> None:

@@ -2,8 +2,8 @@
 
 Every S3 action has one row here, named exactly like the AWS API action. API
 modules register the handler of an action with `@action("PutObject")`; a row
-whose action has no handler answers NotImplemented (501). The access level
-used for authorization comes from the same row.
+whose action has no handler answers NotImplemented (501). The IAM action
+authorized (gateway/authz.py) comes from the same row.
 """
 from __future__ import annotations
 
@@ -13,14 +13,13 @@ from typing import Awaitable, Callable, Literal, Mapping
 from shared.errors import S3Error
 
 Target = Literal["service", "bucket", "object"]
-Access = Literal["read", "write", "owner"]
 
 # Sub-resources that select an action (or NotImplemented); any other query
 # parameter is an ordinary argument of the action.
 _UNSUPPORTED_SUBRESOURCES = ("accelerate", "analytics", "inventory", "logging", "metrics",
-                             "policyStatus", "publicAccessBlock", "requestPayment", "torrent",
-                             "intelligent-tiering", "ownershipControls", "select", "restore",
-                             "object-lock", "legal-hold", "retention", "notification",
+                             "requestPayment", "torrent",
+                             "intelligent-tiering", "select", "restore",
+                             "notification",
                              "replication", "session")
 
 
@@ -29,70 +28,99 @@ class Route:
     method: str
     target: Target
     action: str
-    access: Access
+    iam: str                             # the IAM action authorized (AWS's "Actions ... for Amazon S3")
     subresource: str | None = None       # query parameter that must be present
     header: str | None = None            # request header that must be present
 
+    def iam_action(self, query: Mapping[str, str]) -> str:
+        """The IAM action of this request: a ?versionId picks the *Version* action where AWS has one
+        (GetObject -> s3:GetObjectVersion, DeleteObject -> s3:DeleteObjectVersion, ...)."""
+        if "versionId" in query:
+            return _VERSION_ACTIONS.get(self.iam, self.iam)
+        return self.iam
 
-def _r(method: str, target: Target, action: str, access: Access, sub: str | None = None,
+
+_VERSION_ACTIONS = {
+    "s3:GetObject": "s3:GetObjectVersion", "s3:DeleteObject": "s3:DeleteObjectVersion",
+    "s3:GetObjectAcl": "s3:GetObjectVersionAcl", "s3:PutObjectAcl": "s3:PutObjectVersionAcl",
+    "s3:GetObjectTagging": "s3:GetObjectVersionTagging", "s3:PutObjectTagging": "s3:PutObjectVersionTagging",
+    "s3:DeleteObjectTagging": "s3:DeleteObjectVersionTagging",
+    "s3:GetObjectAttributes": "s3:GetObjectVersionAttributes",
+}
+
+
+def _r(method: str, target: Target, action: str, iam: str, sub: str | None = None,
        header: str | None = None) -> Route:
-    return Route(method, target, action, access, sub, header)
+    return Route(method, target, action, iam, sub, header)
 
 
 # Order matters: the first matching row wins (most specific first).
 ROUTES: tuple[Route, ...] = (
-    _r("GET", "service", "ListBuckets", "read"),
+    _r("GET", "service", "ListBuckets", "s3:ListAllMyBuckets"),
 
-    _r("GET", "bucket", "GetBucketAcl", "owner", "acl"),
-    _r("GET", "bucket", "GetBucketCors", "owner", "cors"),
-    _r("GET", "bucket", "GetBucketVersioning", "owner", "versioning"),
-    _r("GET", "bucket", "GetBucketWebsite", "owner", "website"),
-    _r("GET", "bucket", "GetBucketLifecycleConfiguration", "owner", "lifecycle"),
-    _r("GET", "bucket", "GetBucketLocation", "owner", "location"),
-    _r("GET", "bucket", "GetBucketTagging", "owner", "tagging"),
-    _r("GET", "bucket", "GetBucketPolicy", "owner", "policy"),
-    _r("GET", "bucket", "GetBucketEncryption", "owner", "encryption"),
-    _r("GET", "bucket", "ListMultipartUploads", "read", "uploads"),
-    _r("GET", "bucket", "ListObjectVersions", "read", "versions"),
-    _r("GET", "bucket", "ListObjectsV2", "read", "list-type"),
-    _r("GET", "bucket", "ListObjects", "read"),
-    _r("HEAD", "bucket", "HeadBucket", "read"),
-    _r("PUT", "bucket", "PutBucketAcl", "owner", "acl"),
-    _r("PUT", "bucket", "PutBucketVersioning", "owner", "versioning"),
-    _r("PUT", "bucket", "PutBucketWebsite", "owner", "website"),
-    _r("PUT", "bucket", "PutBucketCors", "owner", "cors"),
-    _r("PUT", "bucket", "PutBucketLifecycleConfiguration", "owner", "lifecycle"),
-    _r("PUT", "bucket", "PutBucketTagging", "owner", "tagging"),
-    _r("PUT", "bucket", "PutBucketPolicy", "owner", "policy"),
-    _r("PUT", "bucket", "PutBucketEncryption", "owner", "encryption"),
-    _r("PUT", "bucket", "CreateBucket", "write"),
-    _r("POST", "bucket", "DeleteObjects", "write", "delete"),
-    _r("POST", "bucket", "PostObject", "write"),
-    _r("DELETE", "bucket", "DeleteBucketWebsite", "owner", "website"),
-    _r("DELETE", "bucket", "DeleteBucketCors", "owner", "cors"),
-    _r("DELETE", "bucket", "DeleteBucketLifecycle", "owner", "lifecycle"),
-    _r("DELETE", "bucket", "DeleteBucketPolicy", "owner", "policy"),
-    _r("DELETE", "bucket", "DeleteBucketEncryption", "owner", "encryption"),
-    _r("DELETE", "bucket", "DeleteBucketTagging", "owner", "tagging"),
-    _r("DELETE", "bucket", "DeleteBucket", "owner"),
+    _r("GET", "bucket", "GetBucketAcl", "s3:GetBucketAcl", "acl"),
+    _r("GET", "bucket", "GetBucketCors", "s3:GetBucketCORS", "cors"),
+    _r("GET", "bucket", "GetBucketVersioning", "s3:GetBucketVersioning", "versioning"),
+    _r("GET", "bucket", "GetBucketWebsite", "s3:GetBucketWebsite", "website"),
+    _r("GET", "bucket", "GetBucketLifecycleConfiguration", "s3:GetLifecycleConfiguration", "lifecycle"),
+    _r("GET", "bucket", "GetBucketLocation", "s3:GetBucketLocation", "location"),
+    _r("GET", "bucket", "GetObjectLockConfiguration", "s3:GetBucketObjectLockConfiguration", "object-lock"),
+    _r("GET", "bucket", "GetBucketTagging", "s3:GetBucketTagging", "tagging"),
+    _r("GET", "bucket", "GetBucketPolicy", "s3:GetBucketPolicy", "policy"),
+    _r("GET", "bucket", "GetBucketPolicyStatus", "s3:GetBucketPolicyStatus", "policyStatus"),
+    _r("GET", "bucket", "GetPublicAccessBlock", "s3:GetBucketPublicAccessBlock", "publicAccessBlock"),
+    _r("GET", "bucket", "GetBucketOwnershipControls", "s3:GetBucketOwnershipControls", "ownershipControls"),
+    _r("GET", "bucket", "GetBucketEncryption", "s3:GetEncryptionConfiguration", "encryption"),
+    _r("GET", "bucket", "ListMultipartUploads", "s3:ListBucketMultipartUploads", "uploads"),
+    _r("GET", "bucket", "ListObjectVersions", "s3:ListBucketVersions", "versions"),
+    _r("GET", "bucket", "ListObjectsV2", "s3:ListBucket", "list-type"),
+    _r("GET", "bucket", "ListObjects", "s3:ListBucket"),
+    _r("HEAD", "bucket", "HeadBucket", "s3:ListBucket"),
+    _r("PUT", "bucket", "PutBucketAcl", "s3:PutBucketAcl", "acl"),
+    _r("PUT", "bucket", "PutBucketVersioning", "s3:PutBucketVersioning", "versioning"),
+    _r("PUT", "bucket", "PutBucketWebsite", "s3:PutBucketWebsite", "website"),
+    _r("PUT", "bucket", "PutBucketCors", "s3:PutBucketCORS", "cors"),
+    _r("PUT", "bucket", "PutBucketLifecycleConfiguration", "s3:PutLifecycleConfiguration", "lifecycle"),
+    _r("PUT", "bucket", "PutBucketTagging", "s3:PutBucketTagging", "tagging"),
+    _r("PUT", "bucket", "PutObjectLockConfiguration", "s3:PutBucketObjectLockConfiguration", "object-lock"),
+    _r("PUT", "bucket", "PutBucketPolicy", "s3:PutBucketPolicy", "policy"),
+    _r("PUT", "bucket", "PutPublicAccessBlock", "s3:PutBucketPublicAccessBlock", "publicAccessBlock"),
+    _r("PUT", "bucket", "PutBucketOwnershipControls", "s3:PutBucketOwnershipControls", "ownershipControls"),
+    _r("PUT", "bucket", "PutBucketEncryption", "s3:PutEncryptionConfiguration", "encryption"),
+    _r("PUT", "bucket", "CreateBucket", "s3:CreateBucket"),
+    _r("POST", "bucket", "DeleteObjects", "s3:DeleteObject", "delete"),
+    _r("POST", "bucket", "PostObject", "s3:PutObject"),
+    _r("DELETE", "bucket", "DeleteBucketWebsite", "s3:DeleteBucketWebsite", "website"),
+    _r("DELETE", "bucket", "DeleteBucketCors", "s3:PutBucketCORS", "cors"),
+    _r("DELETE", "bucket", "DeleteBucketLifecycle", "s3:PutLifecycleConfiguration", "lifecycle"),
+    _r("DELETE", "bucket", "DeleteBucketPolicy", "s3:DeleteBucketPolicy", "policy"),
+    _r("DELETE", "bucket", "DeletePublicAccessBlock", "s3:PutBucketPublicAccessBlock", "publicAccessBlock"),
+    _r("DELETE", "bucket", "DeleteBucketOwnershipControls", "s3:PutBucketOwnershipControls", "ownershipControls"),
+    _r("DELETE", "bucket", "DeleteBucketEncryption", "s3:PutEncryptionConfiguration", "encryption"),
+    _r("DELETE", "bucket", "DeleteBucketTagging", "s3:PutBucketTagging", "tagging"),
+    _r("DELETE", "bucket", "DeleteBucket", "s3:DeleteBucket"),
 
-    _r("GET", "object", "GetObjectAcl", "read", "acl"),
-    _r("GET", "object", "GetObjectTagging", "read", "tagging"),
-    _r("GET", "object", "ListParts", "read", "uploadId"),
-    _r("GET", "object", "GetObjectAttributes", "read", "attributes"),
-    _r("GET", "object", "GetObject", "read"),
-    _r("HEAD", "object", "HeadObject", "read"),
-    _r("PUT", "object", "UploadPartCopy", "write", "partNumber", "x-amz-copy-source"),
-    _r("PUT", "object", "UploadPart", "write", "partNumber"),
-    _r("PUT", "object", "PutObjectAcl", "write", "acl"),
-    _r("PUT", "object", "PutObjectTagging", "write", "tagging"),
-    _r("PUT", "object", "CopyObject", "write", None, "x-amz-copy-source"),
-    _r("PUT", "object", "PutObject", "write"),
-    _r("POST", "object", "CreateMultipartUpload", "write", "uploads"),
-    _r("POST", "object", "CompleteMultipartUpload", "write", "uploadId"),
-    _r("DELETE", "object", "AbortMultipartUpload", "write", "uploadId"),
-    _r("DELETE", "object", "DeleteObjectTagging", "write", "tagging"),
-    _r("DELETE", "object", "DeleteObject", "write"),
+    _r("GET", "object", "GetObjectAcl", "s3:GetObjectAcl", "acl"),
+    _r("GET", "object", "GetObjectTagging", "s3:GetObjectTagging", "tagging"),
+    _r("GET", "object", "GetObjectRetention", "s3:GetObjectRetention", "retention"),
+    _r("GET", "object", "GetObjectLegalHold", "s3:GetObjectLegalHold", "legal-hold"),
+    _r("GET", "object", "ListParts", "s3:ListMultipartUploadParts", "uploadId"),
+    _r("GET", "object", "GetObjectAttributes", "s3:GetObjectAttributes", "attributes"),
+    _r("GET", "object", "GetObject", "s3:GetObject"),
+    _r("HEAD", "object", "HeadObject", "s3:GetObject"),
+    _r("PUT", "object", "UploadPartCopy", "s3:PutObject", "partNumber", "x-amz-copy-source"),
+    _r("PUT", "object", "UploadPart", "s3:PutObject", "partNumber"),
+    _r("PUT", "object", "PutObjectAcl", "s3:PutObjectAcl", "acl"),
+    _r("PUT", "object", "PutObjectTagging", "s3:PutObjectTagging", "tagging"),
+    _r("PUT", "object", "PutObjectRetention", "s3:PutObjectRetention", "retention"),
+    _r("PUT", "object", "PutObjectLegalHold", "s3:PutObjectLegalHold", "legal-hold"),
+    _r("PUT", "object", "CopyObject", "s3:PutObject", None, "x-amz-copy-source"),
+    _r("PUT", "object", "PutObject", "s3:PutObject"),
+    _r("POST", "object", "CreateMultipartUpload", "s3:PutObject", "uploads"),
+    _r("POST", "object", "CompleteMultipartUpload", "s3:PutObject", "uploadId"),
+    _r("DELETE", "object", "AbortMultipartUpload", "s3:AbortMultipartUpload", "uploadId"),
+    _r("DELETE", "object", "DeleteObjectTagging", "s3:DeleteObjectTagging", "tagging"),
+    _r("DELETE", "object", "DeleteObject", "s3:DeleteObject"),
 )
 
 METHODS = frozenset(r.method for r in ROUTES) | {"OPTIONS"}

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -42,12 +42,18 @@ class RequestRecord:
 
 Endpoint = Callable[[Request, RequestRecord], Awaitable[Response]]
 ErrorRenderer = Callable[[S3Error, RequestRecord], Response]
+# Run on every response, error documents included, before it is logged (CORS headers).
+Finisher = Callable[[Request, Response, RequestRecord], Awaitable[None]]
 
 
 def map_internal_error(exc: Exception) -> S3Error:
     """The S3 error a failure is answered with."""
     if isinstance(exc, S3Error):
         return exc
+    if isinstance(exc, ClientDisconnect):
+        # The client went away before its body was complete (or its body could not be parsed:
+        # the connection answered BadRequest): nobody reads this answer, the log line says why.
+        return S3Error("IncompleteBody")
     if isinstance(exc, MetadataError):
         if exc.type == "ObjNotFound":
             return S3Error("NoSuchKey")
@@ -100,8 +106,9 @@ def _render(render_error: ErrorRenderer, err: S3Error, record: RequestRecord) ->
         return Response(body, status_code=500, media_type="application/xml")
 
 
-async def serve(request: Request, endpoint: Endpoint, render_error: ErrorRenderer) -> Response:
-    """Run one request through `endpoint`, render whatever it raises, and log it."""
+async def serve(request: Request, endpoint: Endpoint, render_error: ErrorRenderer,
+                finish: Finisher | None = None) -> Response:
+    """Run one request through `endpoint`, render whatever it raises, `finish` the response, log it."""
     scope = request.scope
     raw_path = (scope.get("raw_path", b"").decode("latin-1") or scope["path"]).split("?", 1)[0]
     record = RequestRecord(new_request_id(), request.method, raw_path)
@@ -113,9 +120,14 @@ async def serve(request: Request, endpoint: Endpoint, render_error: ErrorRendere
             raise RuntimeError(f"response header value not sendable: {response.raw_headers!r:.500}")
     except Exception as exc:  # every failure becomes an error document
         err = map_internal_error(exc)
-        if err.code == "InternalError" or not isinstance(exc, S3Error):
+        if err.code == "InternalError" or not isinstance(exc, (S3Error, ClientDisconnect)):
             log.error("request failed", exc_info=exc, extra={"fields": {"requestId": record.request_id}})
         response = _render(render_error, err, record)
+    if finish is not None:
+        try:
+            await finish(request, response, record)
+        except Exception as exc:   # the answer stands as it is
+            log.error("finishing the response failed", exc_info=exc, extra={"fields": {"requestId": record.request_id}})
     if response.status_code >= 300 and _body_left_unread(request):
         # The client may still send (or, with Expect: 100-continue, be waiting to send)
         # a body we never read: closing is the only way to keep the next request intact.
@@ -154,6 +166,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         self.limits = limits or HttpLimits()
         self._refused = False
+        self._deferred_refusal: S3Error | None = None   # sent once the answers in progress are out
         self._head_timer: asyncio.TimerHandle | None = None
         self._new_head()
 
@@ -229,14 +242,40 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
         self._new_head()
 
+    def send_400_response(self, msg: str) -> None:
+        """A request httptools cannot parse (a control character in a header value, a bad
+        request line, conflicting lengths): S3's answer, an error document, not uvicorn's text."""
+        self._refuse(S3Error("BadRequest", "An error occurred when parsing the HTTP request."))
+
     def _refuse(self, err: S3Error) -> None:
         """Answer an S3 error document and close: after a linger, so that a client still sending
         its head reads the answer rather than a connection reset."""
         self._refused = True
         self._cancel_head_timer()
-        if self.cycle is not None and not self.cycle.response_complete:
-            self.transport.close()   # a pipelined request's answer is still coming: no interleaving
-            return
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            if not cycle.more_body:
+                # The refused head is a pipelined request's: the answers in progress go first.
+                self._deferred_refusal = err
+                return
+            if cycle.response_started:
+                self.transport.close()   # its answer is half sent: no interleaving
+                return
+            # The refused bytes are the body of the request in progress: it gets the refusal, and
+            # the application sees a disconnect (whatever it answers then is dropped).
+            cycle.disconnected = True
+            cycle.message_event.set()
+        self._send_refusal(err)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        err = self._deferred_refusal
+        if err is not None and not self.pipeline and (self.cycle is None or self.cycle.response_complete) \
+                and not self.transport.is_closing():
+            self._deferred_refusal = None
+            self._send_refusal(err)
+
+    def _send_refusal(self, err: S3Error) -> None:
         request_id = new_request_id()
         doc = root("Error", namespaced=False)
         sub(doc, "Code", err.code)

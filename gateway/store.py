@@ -130,10 +130,17 @@ class Store:
             engine = MetaStore(MemoryKV(), replication_group_id=config.replication_group_id,
                                version_id_suffix=config.version_id_encoding == "hex")
             return cls(LocalMetadataClient(engine), config.replication_group_id)
+        if config.metadata_backend == "postgres":   # issue 19: SQL behind the same client interface
+            from gateway.metadata.postgres import PostgresMetadataClient
+            return cls(PostgresMetadataClient(config.metadata_url, config.replication_group_id,
+                                              version_id_suffix=config.version_id_encoding == "hex",
+                                              retry_window_ms=config.retry_window_ms), config.replication_group_id)
         from gateway.metadata import RemoteMetadataClient
+        from shared import dmd_tls
         client = RemoteMetadataClient(config.metadata_client.host, config.metadata_client.port,
                                       call_timeout_ms=config.call_timeout_ms, secret=config.dmd_secret,
-                                      retry_window_ms=config.retry_window_ms)
+                                      retry_window_ms=config.retry_window_ms,
+                                      ssl_context=dmd_tls.client_context(config))   # TLS to the dmd
         return cls(client, config.replication_group_id)
 
     # ------------------------------------------------------------ service

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from gateway.models import BucketMD, ObjectMD
-from gateway.objectdata import free_locations
+from gateway.objectdata import free_locations, free_new_data
+from gateway.objectlock import check_removable
 from shared import versionid
 from shared.config import Account
 from shared.errors import S3Error
@@ -164,17 +165,23 @@ async def commit_new_object(services: "Services", bucket: BucketMD, key: str, md
                             log: dict[str, Any] | None = None) -> Committed:
     """Commit `md` (whose data is already stored at `new_locations`) as the current version of `key`.
 
-    `check` sees the current version first (conditional writes). On any failure
-    the new data is freed and metadata is untouched; on success the data the
-    write replaced is freed, after the commit.
+    `check` sees the current version first (conditional writes). On a failure
+    the new data is freed and metadata is untouched, unless the commit's outcome
+    is unknown (its answer lost: then the data stays, a leak rather than an
+    object without data); on success the data the write replaced is freed, after
+    the commit.
     """
     try:
         master = await services.store.get_object(bucket.name, key)
         if check is not None:
             check(master)
-        committed = await commit_version(services.store, bucket, key, md, master)
     except BaseException:
         await free_locations(services, new_locations, log)
+        raise
+    try:
+        committed = await commit_version(services.store, bucket, key, md, master)
+    except BaseException as exc:
+        await free_new_data(services, new_locations, exc, log)
         raise
     for freed in committed.freed:
         await free_locations(services, freed, log)
@@ -194,9 +201,11 @@ async def undo_commit(store: "Store", bucket: BucketMD, key: str, committed: Com
 
 
 async def delete_object(services: "Services", bucket: BucketMD, key: str, version: str | None,
-                        actor: Account, log: dict[str, Any] | None = None) -> Deleted:
+                        actor: Account, log: dict[str, Any] | None = None,
+                        bypass_governance: bool = False) -> Deleted:
     """Delete `key` (or the version an API versionId names) as DeleteObject does; shared with
-    DeleteObjects and anything that expires objects."""
+    DeleteObjects and anything that expires objects. A version under Object Lock (gateway/objectlock.py)
+    is not removed (AccessDenied); `bypass_governance`: the request may bypass GOVERNANCE retention."""
     store = services.store
     if version is None:
         master = await store.get_object(bucket.name, key)
@@ -224,6 +233,7 @@ async def delete_object(services: "Services", bucket: BucketMD, key: str, versio
     md = await store.get_object(bucket.name, key, version_id)
     if md is None:
         return Deleted(version)
+    check_removable(md, bypass_governance)
     # The null version as the master is removed as a version, so that the engine repairs the master.
     await store.delete_object(bucket.name, key, version_id or md.version_id)
     await free_locations(services, md.data_locations, log)

@@ -26,6 +26,9 @@ DEFAULT_RETRY_WINDOW_MS = 10_000
 DEFAULT_STREAM_MAX_PENDING_ACK = 5
 DEFAULT_STREAM_ACK_TIMEOUT_MS = 5_000
 DEFAULT_WRITE_BATCH_MAX_OPS = 1_000
+# The original's record log (config.json "recordLog": {"enabled", "recordLogName"}; docs/protocol.md#record-log).
+# Off by default here (the original ships it on): see docs/protocol.md#record-log.
+DEFAULT_RECORD_LOG_NAME = "s3-recordlog"
 LOCATION_TYPES = {"mem", "file", "aws_s3", "scality", "azure", "gcp", "pfs", "dmf", "azure_archive"}
 LOG_LEVELS = {"trace", "debug", "info", "warn", "error", "fatal"}
 
@@ -120,19 +123,39 @@ class Config:
     accounts: tuple[Account, ...] = ()
     # "file": metadata through the dmd, data per location; "mem": both in process.
     metadata_backend: str = "file"
+    # S3METADATA=postgres: a libpq connection string (several hosts allowed; docs/metadata-postgres.md).
+    metadata_url: str = field(default="", repr=False)
     data_backend: str = "multiple"
     data_path: str = str(REPO_ROOT / "localData")
     metadata_path: str = str(REPO_ROOT / "localMetadata")
     data_no_sync: bool = False
     cert_file_paths: dict[str, str] | None = None
+    dmd_tls: dict[str, str] | None = None   # TLS on the gateway-dmd link (shared/dmd_tls.py)
     version_id_encoding: str = "hex"
     dmd_secret: str = field(default="", repr=False)   # "" = none; never in logs
     # The gateway's connection limits (gateway/limits.py has the defaults' reasons).
     max_request_header_bytes: int = DEFAULT_MAX_REQUEST_HEADER_BYTES
     request_body_timeout_ms: int = DEFAULT_REQUEST_BODY_TIMEOUT_MS
+    record_log_enabled: bool = False
+    record_log_name: str = DEFAULT_RECORD_LOG_NAME
     config_file: str = ""
     location_file: str = ""
     auth_file: str = ""
+    # What a new bucket gets without headers saying otherwise (docs/authorization.md#defaults):
+    # "classic" = ACLs on, nothing blocked (CloudServer, Ceph); "aws2023" = Block Public Access on
+    # and BucketOwnerEnforced, AWS's defaults since April 2023.
+    bucket_defaults: str = "classic"
+    # Encryption at rest (docs/encryption.md): the file KMS's key directory ("" = <repo>/localKMS;
+    # config.json kms.path, env S3KMSPATH), SSE-C over plain HTTP (refused unless true, as AWS),
+    # and AWS's default since 2023 of SSE-S3 on every new bucket (off: CloudServer's model).
+    kms_path: str = ""
+    sse_customer_keys_over_http: bool = False
+    default_bucket_encryption: bool = False
+    # Lifecycle (issue 15): the length of a rule's "day" and the worker's pass interval, in seconds
+    # (config.json "lifecycle": {"dayInSeconds", "intervalSeconds"}; LIFECYCLE_DAY_SECONDS,
+    # LIFECYCLE_INTERVAL_SECONDS). Shortened days are for tests.
+    lifecycle_day_seconds: int = 86400
+    lifecycle_interval_seconds: int = 3600
 
     def resolve_location(self, name: str) -> str | None:
         """The location a LocationConstraint names, directly or through an alias; None if neither."""
@@ -141,6 +164,21 @@ class Config:
         for location in self.locations.values():
             if name in location.aliases:
                 return location.name
+        return None
+
+    def account_by_canonical_id(self, canonical_id: str) -> Account | None:
+        """The account of a canonical id (ACL grantees, owners), or None."""
+        for account in self.accounts:
+            if account.canonical_id == canonical_id:
+                return account
+        return None
+
+    def account_by_email(self, email: str) -> Account | None:
+        """The account of an email address (x-amz-grant-*: emailAddress=), case-insensitive, or None."""
+        email = email.lower()
+        for account in self.accounts:
+            if account.email.lower() == email:
+                return account
         return None
 
     def account_for_access_key(self, access_key: str) -> tuple[Account, str] | None:
@@ -186,6 +224,13 @@ def _dmd_secret(path: Path, r: "_Reader", env: Mapping[str, str]) -> str:
     if secret and not all("!" <= ch <= "~" for ch in secret):
         raise ConfigError(f"{where} must hold printable ASCII characters only, without spaces")
     return secret
+
+
+def _record_log_name(path: Path, r: "_Reader") -> str:
+    name = r.string("recordLogName", DEFAULT_RECORD_LOG_NAME)
+    if not name or "!" in name or "#" in name:
+        raise ConfigError(f"{path}: field 'recordLog.recordLogName' must be a non-empty string without '!' or '#'")
+    return name
 
 
 def _find_file(name_or_path: str) -> Path:
@@ -312,6 +357,16 @@ def _parse_accounts(path: Path, data: Any) -> tuple[Account, ...]:
     return tuple(accounts)
 
 
+BUCKET_DEFAULTS = ("classic", "aws2023")
+
+
+def _bucket_defaults(path: Path, r: "_Reader") -> str:
+    value = r.string("bucketDefaults", "classic")
+    if value not in BUCKET_DEFAULTS:
+        raise ConfigError(f"{path}: field 'bucketDefaults' must be one of {', '.join(BUCKET_DEFAULTS)}")
+    return value
+
+
 def _env_bool(env: Mapping[str, str], name: str) -> bool:
     return env.get(name, "").lower() == "true"
 
@@ -338,6 +393,30 @@ def _env_port(env: Mapping[str, str], name: str) -> int:
     if not value.isdigit() or not 0 < int(value) < 65536:
         raise ConfigError(f"{name} must be a port number 1-65535, got {value!r}")
     return int(value)
+
+
+def _dmd_tls(path: Path, r: "_Reader", env: Mapping[str, str]) -> dict[str, str] | None:
+    """config.json `dmdTls` {cert, key, ca}, each overridden by DMD_TLS_CERT / _KEY / _CA (shared/dmd_tls.py)."""
+    tls = dict(r.get("dmdTls", dict, {}, "an object {cert, key, ca}"))
+    for name in ("cert", "key", "ca"):
+        if env.get(f"DMD_TLS_{name.upper()}"):
+            tls[name] = env[f"DMD_TLS_{name.upper()}"]
+        if name in tls and not isinstance(tls[name], str):
+            raise ConfigError(f"{path}: field 'dmdTls.{name}' must be a path")
+    return {k: v for k, v in tls.items() if k in ("cert", "key", "ca") and v} or None
+
+
+def _health_allow_from_env(env: Mapping[str, str]) -> tuple[str, ...]:
+    """HEALTHCHECK_ALLOW_FROM (ours; HEALTHCHECKS_ALLOWFROM, the reference's name, too): addresses and
+    CIDRs, comma-separated, added to healthChecks.allowFrom, so probes from a Docker network pass."""
+    items = [item.strip() for name in ("HEALTHCHECK_ALLOW_FROM", "HEALTHCHECKS_ALLOWFROM")
+             for item in env.get(name, "").split(",") if item.strip()]
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ConfigError(f"HEALTHCHECK_ALLOW_FROM: {item!r} is not an address or a CIDR") from None
+    return tuple(items)
 
 
 def load_config(env: Mapping[str, str] | None = None) -> Config:
@@ -397,8 +476,12 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     data_backend = env.get("S3DATA", "mem" if backend == "mem" else "multiple")
     if data_backend == "scality":
         data_backend = "multiple"
-    if metadata_backend not in ("file", "mem"):
-        raise ConfigError("S3METADATA must be 'file' or 'mem'")
+    if metadata_backend not in ("file", "mem", "postgres"):
+        raise ConfigError("S3METADATA must be 'file', 'mem' or 'postgres'")
+    metadata_url = env.get("S3METADATA_URL") or mc.string("url", "")
+    if metadata_backend == "postgres" and not metadata_url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("S3METADATA=postgres needs S3METADATA_URL (or metadataClient.url), "
+                          "a postgresql:// connection string")
     if data_backend not in ("file", "mem", "multiple"):
         raise ConfigError("S3DATA must be 'file', 'mem' or 'multiple'")
 
@@ -426,7 +509,8 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         website_endpoints=tuple(r.get("websiteEndpoints", list, [], "a list of hostnames")),
         workers=r.positive("clusters", 1),
         log_level=log_level,
-        health_checks_allow_from=tuple(r.sub("healthChecks").get("allowFrom", list, ["127.0.0.1/8", "::1"], "a list")),
+        health_checks_allow_from=tuple(r.sub("healthChecks").get("allowFrom", list, ["127.0.0.1/8", "::1"], "a list"))
+        + _health_allow_from_env(env),
         metadata_client=metadata_client,
         data_client=data_client,
         call_timeout_ms=mc.positive("callTimeoutMs", DEFAULT_CALL_TIMEOUT_MS),
@@ -441,17 +525,31 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         locations=locations,
         accounts=accounts,
         metadata_backend=metadata_backend,
+        metadata_url=metadata_url,
         data_backend=data_backend,
         data_path=env.get("S3DATAPATH") or str(REPO_ROOT / "localData"),
         metadata_path=env.get("S3METADATAPATH") or str(REPO_ROOT / "localMetadata"),
         data_no_sync=_env_bool(env, "S3DATA_NOSYNC"),
         cert_file_paths=cert,
+        dmd_tls=_dmd_tls(config_path, r, env),
         version_id_encoding=env.get("S3_VERSION_ID_ENCODING_TYPE", "hex") or "hex",
         dmd_secret=_dmd_secret(config_path, r, env),
         max_request_header_bytes=_positive_override(env, "S3_MAX_REQUEST_HEADER_BYTES",
                                                     r.positive("maxRequestHeaderBytes", DEFAULT_MAX_REQUEST_HEADER_BYTES)),
         request_body_timeout_ms=_positive_override(env, "S3_REQUEST_BODY_TIMEOUT_MS",
                                                    r.positive("requestBodyTimeoutMs", DEFAULT_REQUEST_BODY_TIMEOUT_MS)),
+        bucket_defaults=_bucket_defaults(config_path, r),
+        kms_path=env.get("S3KMSPATH") or r.sub("kms").string("path", ""),
+        sse_customer_keys_over_http=r.get("sseCustomerKeysOverHttp", bool, False, "a boolean"),
+        default_bucket_encryption=r.get("defaultBucketEncryption", bool, False, "a boolean"),
+        lifecycle_day_seconds=_positive_override(env, "LIFECYCLE_DAY_SECONDS",
+                                                 r.sub("lifecycle").positive("dayInSeconds", 86400)),
+        lifecycle_interval_seconds=_positive_override(env, "LIFECYCLE_INTERVAL_SECONDS",
+                                                      r.sub("lifecycle").positive("intervalSeconds", 3600)),
+        # RECORDLOG_ENABLED (any non-empty value) turns it on, as the reference's docker-entrypoint.sh.
+        record_log_enabled=bool(env.get("RECORDLOG_ENABLED")) or r.sub("recordLog").get("enabled", bool, False,
+                                                                                          "a boolean"),
+        record_log_name=_record_log_name(config_path, r.sub("recordLog")),
         config_file=str(config_path),
         location_file=str(location_path),
         auth_file=str(auth_path),

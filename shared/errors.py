@@ -7,6 +7,11 @@ from __future__ import annotations
 
 _CATALOGUE: dict[str, tuple[int, str]] = {
     "AccessDenied": (403, "Access Denied"),
+    "AccessControlListNotSupported": (400, "The bucket does not allow ACLs"),
+    "InvalidBucketAclWithObjectOwnership": (400, "Bucket cannot have ACLs set with ObjectOwnership's BucketOwnerEnforced setting"),
+    "UnresolvableGrantByEmailAddress": (400, "The email address you provided does not match any account on record."),
+    "NoSuchPublicAccessBlockConfiguration": (404, "The public access block configuration was not found"),
+    "OwnershipControlsNotFoundError": (404, "The bucket ownership controls were not found"),
     "AccountProblem": (403, "There is a problem with your AWS account that prevents the operation from completing successfully."),
     "AuthorizationHeaderMalformed": (400, "The authorization header is malformed."),
     "AuthorizationQueryParametersError": (400, "Error parsing the X-Amz-Credential parameter."),
@@ -42,6 +47,7 @@ _CATALOGUE: dict[str, tuple[int, str]] = {
     "InvalidURI": (400, "Couldn't parse the specified URI."),
     "KeyTooLongError": (400, "Your key is too long."),
     "MalformedACLError": (400, "The XML you provided was not well-formed or did not validate against our published schema."),
+    "MalformedPolicy": (400, "Policies must be valid JSON and the first byte must be '{'"),
     "MalformedPOSTRequest": (400, "The body of your POST request is not well-formed multipart/form-data."),
     "MalformedXML": (400, "The XML you provided was not well-formed or did not validate against our published schema."),
     "MaxMessageLengthExceeded": (400, "Your request was too big."),
@@ -57,6 +63,8 @@ _CATALOGUE: dict[str, tuple[int, str]] = {
     "NoSuchBucketPolicy": (404, "The specified bucket does not have a bucket policy."),
     "NoSuchCORSConfiguration": (404, "The CORS configuration does not exist"),
     "NoSuchLifecycleConfiguration": (404, "The lifecycle configuration does not exist."),
+    "ObjectLockConfigurationNotFoundError": (404, "Object Lock configuration does not exist for this bucket"),
+    "NoSuchObjectLockConfiguration": (404, "The specified object does not have a ObjectLock configuration"),
     "NoSuchTagSet": (404, "The TagSet does not exist."),
     "NoSuchWebsiteConfiguration": (404, "The specified bucket does not have a website configuration"),
     "NotImplemented": (501, "A header you provided implies functionality that is not implemented."),
@@ -72,8 +80,14 @@ _CATALOGUE: dict[str, tuple[int, str]] = {
     "UnexpectedContent": (400, "This request does not support content."),
     "XAmzContentSHA256Mismatch": (400, "The provided 'x-amz-content-sha256' header does not match what was computed."),
     "InvalidEncryptionAlgorithmError": (400, "The encryption request you specified is not valid. The valid value is AES256."),
+    # Encryption at rest (gateway/sse.py)
+    "ServerSideEncryptionConfigurationNotFoundError": (404, "The server side encryption configuration was not found"),
+    "KMS.NotFoundException": (400, "Invalid keyId"),
     "InvalidChunkSizeError": (403, "Only the last chunk is allowed to have a size less than 8192 bytes"),
     "IncorrectNumberOfFilesInPostRequest": (400, "POST requires exactly one file upload per request."),
+    # CORS and website hosting (issue 14)
+    "AccessForbidden": (403, "CORSResponse: This CORS request is not allowed. This is usually because the evalution of Origin, request method / Access-Control-Request-Method or Access-Control-Request-Headers are not whitelisted by the resource's CORS spec."),
+    "InvalidRedirectLocation": (400, "The website redirect location must have a prefix of 'http://' or 'https://' or '/'."),
 }
 
 

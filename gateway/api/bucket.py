@@ -10,14 +10,19 @@ from starlette.responses import Response
 
 from shared.errors import S3Error
 
-from gateway.api.common import read_xml_body, xml_response
+from gateway import objectlock, placement
+from gateway.api.common import read_xml_body, xml_response, save_bucket
 from gateway.context import RequestContext
-from gateway.models import CANNED_ACLS, BucketMD, canned_acl, now_iso
+from gateway import sse
+from gateway.acl import acl_from_headers, is_bucket_owner_full_control
+from gateway.models import BucketMD, now_iso
 from gateway.router import action
 from gateway.store import BUCKET_HAS_UPLOADS, BUCKET_MISSING, SETTLED_DELETED
 from gateway.xml import child_text, local, parse, root, sub
 
 CREATE_ATTEMPTS = 4
+OBJECT_OWNERSHIPS = ("BucketOwnerEnforced", "BucketOwnerPreferred", "ObjectWriter")
+PUBLIC_ACCESS_BLOCK_FIELDS = ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")
 _BUCKET_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
@@ -62,9 +67,17 @@ async def create_bucket(ctx: RequestContext) -> Response:
     validate_bucket_name(name)
     if ctx.store.reserves_bucket_name(name):   # internal keyspaces are never reachable as user buckets
         raise S3Error("InvalidBucketName", BucketName=name)
-    acl = ctx.headers.get("x-amz-acl")
-    if acl is not None and acl not in CANNED_ACLS:
-        raise S3Error("InvalidArgument", ArgumentName="x-amz-acl", ArgumentValue=acl)
+    acl = acl_from_headers(ctx.headers, ctx.config, bucket=True)
+    ownership = ctx.headers.get("x-amz-object-ownership")
+    if ownership is not None and ownership not in OBJECT_OWNERSHIPS:
+        raise S3Error("InvalidArgument", "Invalid x-amz-object-ownership header", ArgumentName="x-amz-object-ownership",
+                      ArgumentValue=ownership)
+    aws2023 = ctx.config.bucket_defaults == "aws2023"
+    if ownership is None and aws2023:
+        ownership = "BucketOwnerEnforced"
+    if ownership == "BucketOwnerEnforced" and acl is not None \
+            and not is_bucket_owner_full_control(acl, ctx.account.canonical_id):
+        raise S3Error("InvalidBucketAclWithObjectOwnership")
     requested = _location_from_body(await read_xml_body(ctx))
     constraint = requested or _endpoint_location(ctx) or "us-east-1"
     # A location's name or one of its aliases (locationConfig.json); the bucket stores the location.
@@ -72,9 +85,16 @@ async def create_bucket(ctx: RequestContext) -> Response:
     if location is None:
         raise S3Error("InvalidLocationConstraint", "The specified location constraint is not valid.",
                       LocationConstraint=constraint)
+    encryption = sse.create_bucket_config(ctx)   # x-amz-scal-server-side-encryption, or config.json's default
     info = BucketMD(name, ctx.account.canonical_id, ctx.account.name, now_iso(), location_constraint=location)
-    if acl:
-        info.acl = canned_acl(acl, bucket=True)
+    info.server_side_encryption = encryption
+    if acl is not None:
+        info.acl = acl
+    if ownership is not None:
+        info.object_ownership = ownership
+    if aws2023:
+        info.public_access_block = dict.fromkeys(PUBLIC_ACCESS_BLOCK_FIELDS, True)
+    objectlock.enable_on_new_bucket(info, ctx.headers.get(objectlock.BUCKET_LOCK_HEADER))
     # The record is put only if absent: of concurrent creators exactly one wins, the others
     # then find the winner's bucket (a deletion in progress is settled by get_bucket first).
     for _ in range(CREATE_ATTEMPTS):
@@ -224,8 +244,10 @@ async def put_bucket_versioning(ctx: RequestContext) -> Response:
     if info.object_lock_enabled and status == "Suspended":
         raise S3Error("InvalidBucketState", "An Object Lock configuration is present on this bucket, "
                       "so the versioning state cannot be changed.")
+    if status == "Enabled":   # issue 16: the bucket's location must be able to keep versions
+        await placement.refuse_versioned_write(ctx, info, info.location, enabling=True)
     info.versioning = {"Status": status, **({"MfaDelete": mfa_delete} if mfa_delete else {})}
-    await ctx.store.put_bucket(info)
+    await save_bucket(ctx, info)
     return Response(status_code=200)
 
 

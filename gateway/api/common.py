@@ -13,7 +13,7 @@ from gateway.auth.payload import VerifiedBody
 from gateway.auth.request import parse_http_date
 from gateway.context import RequestContext
 from gateway.limits import MAX_USER_METADATA_BYTES
-from gateway.models import USER_META_PREFIX, ObjectMD, parse_iso
+from gateway.models import USER_META_PREFIX, BucketMD, ObjectMD, parse_iso
 from gateway.xml import MAX_XML_BYTES, to_bytes
 from shared.errors import S3Error
 
@@ -34,6 +34,13 @@ _HEADER_VALUE_FORBIDDEN = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
 
 def xml_response(el: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(to_bytes(el), status_code=status, headers=headers, media_type="application/xml")
+
+
+async def save_bucket(ctx: RequestContext, bucket: BucketMD) -> None:
+    """Write the changed attributes of the request's bucket; NoSuchBucket when it was deleted
+    meanwhile (a write never brings a deleted bucket back)."""
+    if not await ctx.store.put_bucket(bucket):
+        raise S3Error("NoSuchBucket", BucketName=bucket.name)
 
 
 async def read_xml_body(ctx: RequestContext, headers: Any = None) -> bytes:
@@ -199,18 +206,29 @@ def _invalid_range(size: int) -> S3Error:
 
 def object_headers(md: ObjectMD, query: dict[str, str] | None = None) -> dict[str, str]:
     """Response headers describing an object (GET and HEAD)."""
+    content_type = md.content_type or "application/octet-stream"
     headers = {
         "ETag": f'"{md.etag}"',
         "Last-Modified": http_date(md.last_modified),
         "Accept-Ranges": "bytes",
-        "Content-Type": md.content_type or "application/octet-stream",
+        "Content-Type": content_type if sendable_header(content_type) else "application/octet-stream",
     }
-    headers.update(md.stored_headers)
+    # A value stored from a POST form field may be no legal header value (a control character,
+    # a character past ISO-8859-1): left out rather than break the response.
+    headers.update({k: v for k, v in md.stored_headers.items() if sendable_header(v)})
+    missing = 0
     for name, value in md.user_metadata.items():
-        headers[name] = str(value)
-    if md.storage_class != "STANDARD":
+        if _HEADER_NAME.fullmatch(name) and sendable_header(str(value)):
+            headers[name] = str(value)
+        else:
+            missing += 1
+    if missing:
+        # S3: "the number of metadata entries not returned in x-amz-meta headers" (names or
+        # values that are not legal in an HTTP header, as a browser form can give them)
+        headers["x-amz-missing-meta"] = str(missing)
+    if md.storage_class != "STANDARD" and sendable_header(md.storage_class):
         headers["x-amz-storage-class"] = md.storage_class
-    if md.website_redirect_location:
+    if md.website_redirect_location and sendable_header(md.website_redirect_location):
         headers["x-amz-website-redirect-location"] = md.website_redirect_location
     if md.tags:   # "The number of tags, if any, on the object"
         headers["x-amz-tagging-count"] = str(len(md.tags))
@@ -219,6 +237,19 @@ def object_headers(md: ObjectMD, query: dict[str, str] | None = None) -> dict[st
             if q in query:
                 headers["Content-Type" if h == "content-type" else h] = response_override(q, query[q])
     return headers
+
+
+# An HTTP header name (RFC 9110 token)
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def sendable_header(value: str) -> bool:
+    """Whether `value` can be sent as an HTTP header value (ISO-8859-1, no control character)."""
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return not _HEADER_VALUE_FORBIDDEN.search(value)
 
 
 def response_override(param: str, value: str) -> str:

@@ -18,18 +18,19 @@ from urllib.parse import unquote
 
 from starlette.responses import Response
 
-from gateway import checksums
+from gateway import checksums, objectlock, placement, sse
+from gateway.data.base import ObjectName
 from gateway.api.common import (
     check_conditions,
     user_metadata,
     xml_response,
 )
 from gateway.api.tagging import tags_from_header
-from gateway.authz import authorize
+from gateway.authz import authorize, new_object_acl, new_object_owner
 from gateway.context import RequestContext
 from gateway.limits import MAX_SINGLE_UPLOAD_BYTES
 from gateway.models import EMPTY_MD5, BucketMD, ObjectMD, checksum_record, new_object_md
-from gateway.objectdata import read_range, store_stream
+from gateway.objectdata import read_range, store_stream, stored_md5
 from gateway.router import action
 from gateway.versioning import commit_new_object, external_version_id, get_current, get_version, refuse_version_id
 from gateway.xml import root, sub
@@ -119,15 +120,21 @@ async def read_copy_source(ctx: RequestContext) -> SourceObject:
     bucket = await ctx.store.get_bucket(source.bucket)
     if bucket is None:
         raise S3Error("NoSuchBucket", BucketName=source.bucket)
-    authorize(ctx.account, bucket, "read")
-    if source.version_id is not None:
-        md = await get_version(ctx.store, bucket, source.key, source.version_id)
-        if md.is_delete_marker:
+    action = "s3:GetObject" if source.version_id is None else "s3:GetObjectVersion"
+    try:
+        if source.version_id is not None:
+            md = await get_version(ctx.store, bucket, source.key, source.version_id)
+        else:
+            md = await get_current(ctx.store, bucket, source.key)
+    except S3Error:
+        # Read access on the source first: who may not read it does not learn it is missing.
+        authorize(ctx, bucket, action, key=source.key, obj=None)
+        raise
+    authorize(ctx, bucket, action, key=source.key, obj=None if md.is_delete_marker else md)
+    if md.is_delete_marker:
+        if source.version_id is not None:
             raise S3Error("InvalidRequest", _DELETE_MARKER_SOURCE_MESSAGE)
-    else:
-        md = await get_current(ctx.store, bucket, source.key)
-        if md.is_delete_marker:
-            raise S3Error("NoSuchKey", headers={"x-amz-delete-marker": "true"}, Key=source.key)
+        raise S3Error("NoSuchKey", headers={"x-amz-delete-marker": "true"}, Key=source.key)
     check_conditions(ctx.headers, md.etag, md.last_modified, prefix=COPY_SOURCE_PREFIX)
     return SourceObject(bucket, md, source)
 
@@ -141,18 +148,23 @@ async def _hashed(chunks: AsyncIterator[bytes], md5: Any, hasher: checksums.Hash
 
 
 async def copy_data(ctx: RequestContext, src: SourceObject, first: int, last: int, dest: BucketMD,
-                    checksum_algorithm: str | None) -> CopiedData:
-    """Stream bytes first..last of the source into one new blob of `dest`'s location."""
+                    checksum_algorithm: str | None, *, source_key: bytes | None = None,
+                    encryption: sse.Encryption | None = None, location: str | None = None,
+                    name: ObjectName | None = None) -> CopiedData:
+    """Stream bytes first..last of the source into one new blob of `dest`'s location: opened with
+    the source's keys (`source_key`: its SSE-C key), sealed with `encryption` (gateway/sse.py)."""
     size = last - first + 1
     md5 = hashlib.md5()
     hasher = checksums.new_hasher(checksum_algorithm) if checksum_algorithm else None
     if size <= 0:
         checksum = (checksum_algorithm, checksums.b64(hasher.digest())) if hasher and checksum_algorithm else None
         return CopiedData(None, 0, EMPTY_MD5, checksum)
-    chunks = _hashed(read_range(ctx.services, src.md.location, first, last), md5, hasher)
-    locations = await store_stream(ctx.services, dest.location, chunks, size, lambda: (size, md5.hexdigest()))
+    chunks = _hashed(read_range(ctx.services, src.md.location, first, last, source_key), md5, hasher)
+    locations = await store_stream(ctx.services, location or dest.location, chunks, size,
+                                   lambda: (size, md5.hexdigest()),
+                                   keys=encryption.keys(ctx.services) if encryption is not None else None, name=name)
     checksum = (checksum_algorithm, checksums.b64(hasher.digest())) if hasher and checksum_algorithm else None
-    return CopiedData(locations, size, md5.hexdigest(), checksum)
+    return CopiedData(locations, size, stored_md5(locations, md5.hexdigest()), checksum)
 
 
 def check_copy_size(size: int) -> None:
@@ -206,20 +218,33 @@ async def copy_object(ctx: RequestContext) -> Response:
     tag_directive = _directive(ctx, TAGGING_DIRECTIVE_HEADER, "tagging")
     # Refused before any data moves; with COPY the header is ignored, as on AWS.
     replaced_tags = tags_from_header(ctx.headers.get("x-amz-tagging")) if tag_directive == "REPLACE" else None
+    acl = new_object_acl(ctx, dest)
+    owner_id, owner_name = new_object_owner(ctx, dest)
+    lock = objectlock.check_write(ctx.headers, dest, has_body=False)
+    encryption = sse.for_write(ctx, dest)   # the copy's own, never the source's (as AWS)
     src = await read_copy_source(ctx)
+    source_key = sse.check_customer(ctx, src.md, sse.COPY_SOURCE_SSEC_PREFIX)
     if (src.bucket.name == dest.name and src.source.key == key and src.source.version_id is None
             and directive == "COPY" and not any(h in ctx.headers for h in _SELF_COPY_CHANGES)):
         raise S3Error("InvalidRequest", _SELF_COPY_MESSAGE)
     check_copy_size(src.size)
     headers, meta = _dest_headers(ctx, src.md, directive)
-    copied = await copy_data(ctx, src, 0, src.size - 1, dest, _copy_checksum_algorithm(ctx, src.md))
-    md = new_object_md(key, ctx.account.canonical_id, ctx.account.name, size=copied.size, md5=copied.md5_hex,
-                       location=copied.locations, data_store_name=dest.location, headers=headers,
+    # issue 16: the copy's user metadata (the source's with COPY, as CloudServer) may place it elsewhere
+    placed = await placement.object_location(ctx, dest, meta)
+    copied = await copy_data(ctx, src, 0, src.size - 1, dest, _copy_checksum_algorithm(ctx, src.md),
+                             source_key=source_key.key if source_key else None, encryption=encryption,
+                             location=placed, name=ObjectName(dest.name, key))
+    md = new_object_md(key, owner_id, owner_name, size=copied.size, md5=copied.md5_hex,
+                       location=copied.locations, data_store_name=placed, headers=headers,
                        user_meta=meta)
+    md.acl = acl   # a copy gets the ACL the request gives (private by default), never the source's
     md.origin_op = "s3:ObjectCreated:Copy"
     md.tags = replaced_tags if replaced_tags is not None else dict(src.md.tags)
     if copied.checksum is not None:
         md.checksum = checksum_record(*copied.checksum)
+    if encryption is not None:
+        md.update(encryption.stored_fields())
+    objectlock.apply_to_new_version(md, dest, lock)   # the destination's lock, never the source's
     committed = await commit_new_object(ctx.services, dest, key, md, copied.locations, log=ctx.extra_log)
     doc = root("CopyObjectResult")
     sub(doc, "LastModified", md.last_modified)
@@ -227,6 +252,8 @@ async def copy_object(ctx: RequestContext) -> Response:
     if copied.checksum is not None:
         sub(doc, f"Checksum{copied.checksum[0]}", copied.checksum[1])
     response_headers = dict(src.version_header)
+    if encryption is not None:
+        response_headers.update(encryption.response_headers())
     if committed.version_id is not None:
         response_headers["x-amz-version-id"] = external_version_id(md, committed.version_id)
     return xml_response(doc, headers=response_headers)

@@ -16,6 +16,8 @@ from starlette.responses import Response
 
 from gateway import checksums
 from gateway.api.common import check_delete_conditions, read_xml_body, xml_response
+from gateway.api.objectlock import may_bypass_governance
+from gateway.authz import actor, allowed
 from gateway.context import RequestContext
 from gateway.limits import MAX_PAGE, check_object_key
 from gateway.models import BucketMD
@@ -98,10 +100,14 @@ async def _delete_target(ctx: RequestContext, bucket: BucketMD, target: DeleteTa
                                                    status=400))
     try:
         check_object_key(target.key)
+        action = "s3:DeleteObjectVersion" if target.version_id is not None else "s3:DeleteObject"
+        if not allowed(ctx, bucket, action, key=target.key):
+            raise S3Error("AccessDenied")
         if target.etag is not None:   # as DeleteObject's If-Match header: against the current version
             current = await ctx.store.get_object(bucket.name, target.key)
             check_delete_conditions(target.etag, current, target.key)
-        deleted = await delete_object(ctx.services, bucket, target.key, target.version_id, ctx.account, ctx.extra_log)
+        deleted = await delete_object(ctx.services, bucket, target.key, target.version_id, actor(ctx.account),
+                                      ctx.extra_log, bypass_governance=may_bypass_governance(ctx, bucket, target.key))
         return DeleteOutcome(target, deleted=deleted)
     except S3Error as exc:
         return DeleteOutcome(target, error=exc)

@@ -7,7 +7,6 @@ Entries come back as raw stored values; a listed entry is parsed once and read a
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 from typing import Any
 from urllib.parse import quote
@@ -104,7 +103,7 @@ async def _list_masters(ctx: RequestContext, v2: bool) -> Response:
             token = q["continuation-token"]
             try:
                 params["continuation_token"] = base64.b64decode(token, validate=True).decode()
-            except (binascii.Error, UnicodeDecodeError):
+            except (ValueError, UnicodeDecodeError):   # binascii.Error; a non-ASCII token: ValueError
                 raise S3Error("InvalidArgument", "The continuation token provided is incorrect",
                               ArgumentName="continuation-token") from None
         params["start_after"] = q.get("start-after") or None

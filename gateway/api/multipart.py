@@ -36,7 +36,8 @@ from urllib.parse import quote
 
 from starlette.responses import Response
 
-from gateway import checksums
+from gateway import checksums, objectlock, placement, sse
+from gateway.data.base import ObjectName
 from gateway.api.common import check_write_conditions, read_xml_body, user_metadata, xml_response
 from gateway.api.copy import check_copy_size, copy_data, read_copy_source
 from gateway.api.listing import parse_max_keys, url_encoder
@@ -46,9 +47,11 @@ from gateway.api.tagging import tags_from_header
 from gateway.context import RequestContext
 from gateway.limits import MAX_PAGE, capped_int
 from gateway.listing import MPU, list_entries
-from gateway.models import (EMPTY_MD5, BucketMD, ObjectMD, PartMD, UploadMD, canned_acl, checksum_record,
+from gateway.authz import actor, new_object_acl, new_object_owner
+from gateway.models import (EMPTY_MD5, BucketMD, ObjectMD, PartMD, UploadMD, checksum_record,
                             new_object_md)
-from gateway.objectdata import free_locations, part_location, part_md5_of_location, part_number_of_location
+from gateway.objectdata import (commit_outcome_unknown, commit_upload, data_present, free_locations, free_new_data,
+                                part_location, part_md5_of_location, part_number_of_location, stored_md5)
 from gateway.router import action
 from gateway.versioning import commit_version, external_version_id, refuse_version_id
 from gateway.xml import child_text, children, local, parse, root, sub
@@ -171,12 +174,19 @@ async def create_multipart_upload(ctx: RequestContext) -> Response:
         raise S3Error("InvalidStorageClass", StorageClassRequested=storage_class)
     algorithm, checksum_type = _requested_checksum(ctx)
     tags_from_header(ctx.headers.get("x-amz-tagging"))   # refused here as PutObject refuses it; applied on Complete
+    acl = new_object_acl(ctx, bucket)   # the completed object's ACL
+    owner_id, owner_name = new_object_owner(ctx, bucket)
+    lock = objectlock.check_write(ctx.headers, bucket, has_body=False)   # applied on Complete
+    encryption = sse.for_write(ctx, bucket)   # the parts' and the object's (gateway/sse.py)
+    placed = await placement.object_location(ctx, bucket)   # issue 16: where the parts go
     upload_id = uuid.uuid4().hex
-    overview = UploadMD.new(upload_id, key, bucket.name, owner_id=ctx.account.canonical_id,
-                            owner_name=ctx.account.name, storage_class=storage_class, location=bucket.location,
-                            acl=canned_acl(ctx.headers.get("x-amz-acl", "private"), bucket=False),
-                            headers=ctx.headers, user_meta=meta, checksum_algorithm=algorithm,
+    overview = UploadMD.new(upload_id, key, bucket.name, owner_id=owner_id,
+                            owner_name=owner_name, storage_class=storage_class, location=placed,
+                            acl=acl, headers=ctx.headers, user_meta=meta, checksum_algorithm=algorithm,
                             checksum_type=checksum_type)
+    overview.update(objectlock.lock_record(lock))
+    if encryption is not None:
+        overview.update(encryption.stored_fields())
     await ctx.store.put_upload(bucket.name, key, upload_id, overview)
     if not await ctx.store.bucket_alive(bucket):
         # A DeleteBucket removed the bucket before it could see this upload.
@@ -189,6 +199,8 @@ async def create_multipart_upload(ctx: RequestContext) -> Response:
     headers = {}
     if algorithm is not None:
         headers = {"x-amz-checksum-algorithm": algorithm, "x-amz-checksum-type": checksum_type or ""}
+    if encryption is not None:
+        headers.update(encryption.response_headers())
     return xml_response(doc, headers=headers)
 
 
@@ -211,9 +223,13 @@ async def _commit_part(ctx: RequestContext, bucket: BucketMD, key: str, upload_i
     new_locations = part.locations
     try:
         previous = await ctx.store.get_part(bucket.name, upload_id, part_number)
-        await ctx.store.put_part(bucket.name, upload_id, part_number, part)
     except BaseException:
         await _free(ctx, new_locations)
+        raise
+    try:
+        await ctx.store.put_part(bucket.name, upload_id, part_number, part)
+    except BaseException as exc:   # a part record whose answer was lost may exist: its data stays
+        await free_new_data(ctx.services, new_locations, exc, ctx.extra_log)
         raise
     overview = await ctx.store.get_upload(bucket.name, key, upload_id)
     if overview is None or _aborting(overview):
@@ -253,17 +269,22 @@ async def _part_target(ctx: RequestContext) -> tuple[BucketMD, str, str, int, Up
 @action("UploadPart")
 async def upload_part(ctx: RequestContext) -> Response:
     bucket, key, upload_id, part_number, overview = await _part_target(ctx)
-    body, locations = await store_body(ctx, bucket)
+    encryption = sse.stored_encryption(overview, sse.check_customer(ctx, overview, upload=True))
+    body, locations = await store_body(ctx, bucket, encryption, overview.location or None,   # issue 16
+                                       ObjectName(bucket.name, key, upload_id, part_number))
     checksum = body.checksum
     try:
         _check_part_checksum(overview, checksum)
     except S3Error:
         await _free(ctx, locations)
         raise
-    md5_hex = body.md5_hex if locations else EMPTY_MD5
+    md5_hex = stored_md5(locations, EMPTY_MD5)   # not the plaintext's for SSE-KMS and SSE-C (as AWS)
     part = PartMD.new(body.size, md5_hex, _numbered(locations, part_number, md5_hex), checksum)
     await _commit_part(ctx, bucket, key, upload_id, part_number, part)
-    return Response(status_code=200, headers=_part_response_headers(checksum, md5_hex))
+    headers = _part_response_headers(checksum, md5_hex)
+    if encryption is not None:
+        headers.update(encryption.response_headers())
+    return Response(status_code=200, headers=headers)
 
 
 def _numbered(locations: list[dict[str, Any]] | None, part_number: int, md5_hex: str) -> list[dict[str, Any]] | None:
@@ -291,10 +312,15 @@ def _copy_range(header: str | None, size: int) -> tuple[int, int]:
 @action("UploadPartCopy")
 async def upload_part_copy(ctx: RequestContext) -> Response:
     bucket, key, upload_id, part_number, overview = await _part_target(ctx)
+    encryption = sse.stored_encryption(overview, sse.check_customer(ctx, overview, upload=True))
     src = await read_copy_source(ctx)
+    source_key = sse.check_customer(ctx, src.md, sse.COPY_SOURCE_SSEC_PREFIX)
     first, last = _copy_range(ctx.headers.get("x-amz-copy-source-range"), src.size)
     check_copy_size(last - first + 1)
-    copied = await copy_data(ctx, src, first, last, bucket, overview.checksum_algorithm)
+    copied = await copy_data(ctx, src, first, last, bucket, overview.checksum_algorithm,
+                             source_key=source_key.key if source_key else None, encryption=encryption,
+                             location=overview.location or None,   # issue 16: the upload's location
+                             name=ObjectName(bucket.name, key, upload_id, part_number))
     part = PartMD.new(copied.size, copied.md5_hex, _numbered(copied.locations, part_number, copied.md5_hex),
                       copied.checksum)
     await _commit_part(ctx, bucket, key, upload_id, part_number, part)
@@ -303,7 +329,10 @@ async def upload_part_copy(ctx: RequestContext) -> Response:
     sub(doc, "ETag", f'"{copied.md5_hex}"')
     if copied.checksum is not None:
         sub(doc, f"Checksum{copied.checksum[0]}", copied.checksum[1])
-    return xml_response(doc, headers=src.version_header)
+    headers = dict(src.version_header)
+    if encryption is not None:
+        headers.update(encryption.response_headers())
+    return xml_response(doc, headers=headers)
 
 
 # ---------------------------------------------------------------- CompleteMultipartUpload
@@ -443,14 +472,18 @@ def _object_md(ctx: RequestContext, bucket: BucketMD, key: str, upload_id: str, 
     headers = overview.headers
     headers["x-amz-storage-class"] = overview.storage_class
     # Every overview names its owner (ours and the original's); the requester stands in for a record without.
-    md = new_object_md(key, overview.owner_id or ctx.account.canonical_id,
-                       overview.owner_display_name or ctx.account.name, size=offset, md5=etag,
+    requester = actor(ctx.account)
+    md = new_object_md(key, overview.owner_id or requester.canonical_id,
+                       overview.owner_display_name or requester.name, size=offset, md5=etag,
                        location=locations or None, data_store_name=overview.data_store_name or bucket.location,
                        headers=headers, user_meta=overview.user_metadata)
     md.upload_id = upload_id
+    md.acl = overview.acl   # the ACL CreateMultipartUpload was given
     md.origin_op = "s3:ObjectCreated:CompleteMultipartUpload"
     md.tags = tags_from_header(overview.tagging)
     md.checksum = _object_checksum(overview, chosen)
+    md.update({name: overview[name] for name in sse.STORED_FIELDS if overview.get(name)})
+    objectlock.apply_to_new_version(md, bucket, objectlock.lock_of_record(overview))
     return md
 
 
@@ -483,6 +516,7 @@ def _complete_response(ctx: RequestContext, bucket: BucketMD, key: str, md: Obje
         sub(doc, "ChecksumType", checksum.get("checksumType", "COMPOSITE"))
     if version_id is not None:
         headers["x-amz-version-id"] = version_id
+    headers.update(sse.object_headers(md, sse.customer_key(ctx) if md.get(sse.MD_CUSTOMER_ALGORITHM) else None))
     return xml_response(doc, headers=headers)
 
 
@@ -575,6 +609,8 @@ async def complete_multipart_upload(ctx: RequestContext) -> Response:
     if record is None or _aborting(record[0]):
         return await _repeated_complete(ctx, bucket, key, upload_id)
     overview, stored_overview = record
+    if any(name.startswith(sse.SSEC_PREFIX) for name in ctx.headers):
+        sse.check_customer(ctx, overview, upload=True)   # optional on Complete; when given, the upload's key
     _check_checksum_type(ctx, overview.checksum_algorithm, overview.checksum_type)
     requested = _parse_complete(await read_xml_body(ctx, _CompleteBodyHeaders(ctx)), overview.checksum_algorithm)
     stored_list = await ctx.store.parts(bucket.name, upload_id)
@@ -596,6 +632,13 @@ async def complete_multipart_upload(ctx: RequestContext) -> Response:
     chosen = _choose_parts(requested, dict(stored_list), overview, upload_id)
     md = _object_md(ctx, bucket, key, upload_id, overview, chosen)
     _check_declared_checksum(ctx, md.checksum)
+    if overview.complete_in_progress and not await data_present(ctx.services, md.location):
+        # An earlier completion committed this upload and its object has been replaced since,
+        # freeing the parts' data: the upload is over. Its leftover records go, with the data of
+        # parts no object uses (none, unless a concurrent completion has just committed).
+        keep = await _completed_data_keys(ctx, bucket, key, upload_id)
+        await _cleanup(ctx, bucket, key, upload_id, stored_list, keep)
+        raise _no_such_upload(upload_id)
     master = await ctx.store.get_object(bucket.name, key)
     check_write_conditions(ctx.headers, master, key)
 
@@ -606,10 +649,16 @@ async def complete_multipart_upload(ctx: RequestContext) -> Response:
     if not await ctx.store.replace_upload(bucket.name, key, upload_id, claim, stored_overview):
         raise _no_such_upload(upload_id)
     try:
+        # issue 16: a store that staged the parts in the object's own blob (azure) joins them now
+        md.location = await commit_upload(ctx.services, overview.location or bucket.location,
+                                          ObjectName(bucket.name, key), md.location)
         committed = await commit_version(ctx.store, bucket, key, md, master)
-    except BaseException:
-        # Nothing committed: give the upload back as it was (unless someone moved on since).
-        await ctx.store.replace_upload(bucket.name, key, upload_id, overview, json.dumps(claim))
+    except BaseException as exc:
+        # Nothing committed: give the upload back as it was (unless someone moved on since). When
+        # the commit's answer was lost the object may exist: the claim stays, so that an Abort
+        # keeps the data a committed completion uses (and a retried Complete finds it).
+        if not commit_outcome_unknown(exc):
+            await ctx.store.replace_upload(bucket.name, key, upload_id, overview, json.dumps(claim))
         raise
     keep = {loc["key"] for loc in md.location or []}
     # A replaced master may be an earlier completion of this same upload sharing our data.
@@ -626,9 +675,14 @@ async def complete_multipart_upload(ctx: RequestContext) -> Response:
 
 @action("AbortMultipartUpload")
 async def abort_multipart_upload(ctx: RequestContext) -> Response:
-    bucket = ctx.bucket_md
-    key = ctx.key or ""
-    upload_id = ctx.query.get("uploadId", "")
+    await abort_upload(ctx, ctx.bucket_md, ctx.key or "", ctx.query.get("uploadId", ""))
+    return Response(status_code=204)
+
+
+async def abort_upload(ctx: RequestContext, bucket: BucketMD, key: str, upload_id: str) -> None:
+    """Abort one upload (NoSuchUpload when it is gone or a Complete is at work). Uses only
+    `ctx.store`, `ctx.services` and `ctx.extra_log`, so the lifecycle worker calls it with a
+    context of its own (gateway/lifecycle/worker.py)."""
     record = await _find_record(ctx, bucket, key, upload_id)
     if record is None:
         raise _no_such_upload(upload_id)
@@ -647,7 +701,6 @@ async def abort_multipart_upload(ctx: RequestContext) -> Response:
         # A Complete was interrupted (or is running): its object may already use these parts.
         keep = await _completed_data_keys(ctx, bucket, key, upload_id)
     await _cleanup(ctx, bucket, key, upload_id, parts, keep)
-    return Response(status_code=204)
 
 
 # ---------------------------------------------------------------- ListParts

@@ -10,6 +10,8 @@ from typing import Any
 
 from starlette.responses import Response, StreamingResponse
 
+from gateway import objectlock
+from gateway.lifecycle import rules as lifecycle
 from gateway.api.common import (
     check_conditions,
     check_delete_conditions,
@@ -18,14 +20,19 @@ from gateway.api.common import (
     parse_range,
     user_metadata,
 )
+from gateway.api.objectlock import may_bypass_governance
 from gateway.api.parts import parse_part_number, part_range
 from gateway.api.tagging import tags_from_header
+from gateway import placement, sse
+from gateway.data.base import ObjectName
 from gateway.auth.payload import VerifiedBody
+from gateway.authz import actor, new_object_acl, new_object_owner
 from gateway.context import RequestContext
 from gateway.limits import MAX_SINGLE_UPLOAD_BYTES
 from gateway.models import EMPTY_MD5, BucketMD, ObjectMD, checksum_record, new_object_md
-from gateway.objectdata import read_range, refuse_oversized, store_stream
+from gateway.objectdata import open_range, refuse_oversized, store_stream, stored_md5
 from gateway.router import action
+from gateway.websiteconfig import check_redirect_location
 from gateway.versioning import (
     commit_new_object,
     delete_object as delete_object_version,
@@ -38,8 +45,11 @@ from shared.errors import S3Error
 SMALL_BODY_BYTES = 256 * 1024  # GET bodies up to this size are sent whole (bounded memory per request)
 
 
-async def store_body(ctx: RequestContext, bucket: BucketMD) -> tuple[VerifiedBody, list[dict[str, Any]] | None]:
-    """Stream the request body into the bucket's data location, verified.
+async def store_body(ctx: RequestContext, bucket: BucketMD, encryption: sse.Encryption | None = None,
+                     location: str | None = None, name: ObjectName | None = None,
+                     ) -> tuple[VerifiedBody, list[dict[str, Any]] | None]:
+    """Stream the request body into the bucket's data location, verified (and sealed with
+    `encryption`, gateway/sse.py).
 
     Returns the body (size, md5, checksum) and the location list (None for an
     empty object, which never reaches the data store).
@@ -58,8 +68,10 @@ async def store_body(ctx: RequestContext, bucket: BucketMD) -> tuple[VerifiedBod
         if body.size != size:
             raise S3Error("IncompleteBody")
 
-    return body, await store_stream(ctx.services, bucket.location, body.__aiter__(), size,
-                                    lambda: (body.size, body.md5_hex), check)
+    return body, await store_stream(ctx.services, location or bucket.location, body.__aiter__(), size,
+                                    lambda: (body.size, body.md5_hex), check,
+                                    keys=encryption.keys(ctx.services) if encryption is not None else None,
+                                    name=name)
 
 
 def full_object_checksum(body: VerifiedBody) -> dict[str, Any] | None:
@@ -72,18 +84,28 @@ async def put_object(ctx: RequestContext) -> Response:
     refuse_version_id(ctx.query)   # before any data moves
     bucket = ctx.bucket_md
     key = ctx.key or ""
+    check_redirect_location(ctx.headers.get("x-amz-website-redirect-location"))
     meta = user_metadata(ctx.headers)
     tags = tags_from_header(ctx.headers.get("x-amz-tagging"))
     conditional = "if-none-match" in ctx.headers or "if-match" in ctx.headers
     if conditional:   # refuse early, before any data moves
         check_write_conditions(ctx.headers, await ctx.current_object(), key)
-    body, location = await store_body(ctx, bucket)
-    md5 = body.md5_hex if location is not None else EMPTY_MD5
-    md = new_object_md(key, ctx.account.canonical_id, ctx.account.name, size=body.size, md5=md5,
-                       location=location, data_store_name=bucket.location,
+    acl = new_object_acl(ctx, bucket)   # refused before any data moves
+    owner_id, owner_name = new_object_owner(ctx, bucket)
+    lock = objectlock.check_write(ctx.headers, bucket)
+    encryption = sse.for_write(ctx, bucket)   # refused before any data moves
+    placed = await placement.object_location(ctx, bucket)   # issue 16: the placement header, else the bucket's
+    body, location = await store_body(ctx, bucket, encryption, placed, ObjectName(bucket.name, key))
+    md5 = stored_md5(location, EMPTY_MD5)   # the plaintext's MD5, but not for SSE-KMS and SSE-C (as AWS)
+    md = new_object_md(key, owner_id, owner_name, size=body.size, md5=md5,
+                       location=location, data_store_name=placed,
                        headers=ctx.headers, user_meta=meta)
+    md.acl = acl
     md.checksum = full_object_checksum(body)
     md.tags = tags
+    if encryption is not None:
+        md.update(encryption.stored_fields())
+    objectlock.apply_to_new_version(md, bucket, lock)
     # The conditions are checked again against what is there now: the body took time.
     committed = await commit_new_object(
         ctx.services, bucket, key, md, location,
@@ -94,6 +116,9 @@ async def put_object(ctx: RequestContext) -> Response:
         headers["x-amz-version-id"] = external_version_id(md, committed.version_id)
     if body.checksum is not None:
         headers[f"x-amz-checksum-{body.checksum[0].lower()}"] = body.checksum[1]
+    if encryption is not None:
+        headers.update(encryption.response_headers())
+    headers.update(lifecycle.expiration_header(bucket, md, ctx.config.lifecycle_day_seconds))
     return Response(status_code=200, headers=headers)
 
 
@@ -121,6 +146,9 @@ def _response_headers(ctx: RequestContext, bucket: BucketMD, md: ObjectMD) -> di
     headers = object_headers(md, ctx.query)
     if bucket.versioning_status is not None:
         headers["x-amz-version-id"] = external_version_id(md)
+    headers.update(objectlock.response_headers(bucket, md))
+    if "versionId" not in ctx.query:   # the current version: when a lifecycle rule expires it
+        headers.update(lifecycle.expiration_header(bucket, md, ctx.config.lifecycle_day_seconds))
     checksum = md.checksum
     if checksum and ctx.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
         headers[f"x-amz-checksum-{checksum['checksumAlgorithm'].lower()}"] = checksum["checksumValue"]
@@ -154,8 +182,10 @@ def _selected_bytes(ctx: RequestContext, md: ObjectMD, headers: dict[str, str]) 
 async def _read_response(ctx: RequestContext) -> tuple[ObjectMD, dict[str, str], int, int, int]:
     """What GetObject and HeadObject answer alike: (metadata, headers, first, last, status)."""
     bucket, md = await read_target(ctx)
+    customer = sse.check_customer(ctx, md)   # SSE-C: the key it was written with
     check_conditions(ctx.headers, md.etag, md.last_modified)
     headers = _response_headers(ctx, bucket, md)
+    headers.update(sse.object_headers(md, customer))
     first, last, status = _selected_bytes(ctx, md, headers)
     headers["Content-Length"] = str(last - first + 1)
     return md, headers, first, last, status
@@ -164,7 +194,10 @@ async def _read_response(ctx: RequestContext) -> tuple[ObjectMD, dict[str, str],
 @action("GetObject")
 async def get_object(ctx: RequestContext) -> Response:
     md, headers, first, last, status = await _read_response(ctx)
-    chunks = read_range(ctx.services, md.location, first, last)
+    # Opened before the status is chosen: a location not served here, or a first blob that cannot be
+    # read, is an S3 error rather than a 200 with a broken body.
+    customer = sse.check_customer(ctx, md)
+    chunks = await open_range(ctx.services, md.location, first, last, customer.key if customer else None)
     if last - first + 1 <= SMALL_BODY_BYTES:
         # Small bodies in one piece: a streaming response costs a task group per request.
         return Response(b"".join([c async for c in chunks]), status_code=status, headers=headers)
@@ -184,8 +217,8 @@ async def delete_object(ctx: RequestContext) -> Response:
     if_match = ctx.headers.get("if-match")
     if if_match is not None:   # conditional delete: against the current version, even with ?versionId
         check_delete_conditions(if_match, await ctx.current_object(), key)
-    deleted = await delete_object_version(ctx.services, bucket, key, ctx.query.get("versionId"), ctx.account,
-                                          ctx.extra_log)
+    deleted = await delete_object_version(ctx.services, bucket, key, ctx.query.get("versionId"), actor(ctx.account),
+                                          ctx.extra_log, bypass_governance=may_bypass_governance(ctx, bucket))
     headers = {}
     if deleted.version_id is not None:
         headers["x-amz-version-id"] = deleted.version_id

@@ -16,13 +16,16 @@ from urllib.parse import quote, urlencode, urlsplit
 from starlette.responses import Response
 
 from gateway.api.common import user_metadata, xml_response
+from gateway import objectlock
 from gateway.auth.form import authenticate_form, check_policy_fields, length_range, missing_field
-from gateway.authz import authorize
+from gateway.authz import authorize, new_object_acl, new_object_owner
 from gateway.context import RequestContext
 from gateway.formdata import FormReader, form_boundary, read_fields
 from gateway.limits import MAX_SINGLE_UPLOAD_BYTES, check_object_key
-from gateway.models import CANNED_ACLS, EMPTY_MD5, USER_META_PREFIX, canned_acl, new_object_md
-from gateway.objectdata import store_stream
+from gateway.models import EMPTY_MD5, USER_META_PREFIX, new_object_md
+from gateway.objectdata import store_stream, stored_md5
+from gateway import placement, sse
+from gateway.data.base import ObjectName
 from gateway.router import action
 from gateway.versioning import commit_new_object, external_version_id
 from gateway.xml import root, sub
@@ -85,6 +88,9 @@ def _success_response(ctx: RequestContext, fields: dict[str, str], key: str, eta
     headers = {**headers, "ETag": etag, "Location": location}
     redirect = fields.get("success_action_redirect") or fields.get("redirect")
     if redirect:
+        # As a browser would send it: what a URL cannot hold (a space, a control character,
+        # non-ASCII) percent-encoded, so the Location header is always sendable.
+        redirect = quote(redirect, safe="!#$%&'()*+,/:;=?@[]~")
         parts = urlsplit(redirect)
         if parts.scheme in ("http", "https") and parts.netloc:
             query = urlencode({"bucket": ctx.bucket, "key": key, "etag": etag})
@@ -111,15 +117,18 @@ async def post_object(ctx: RequestContext) -> Response:
         raise S3Error("IncorrectNumberOfFilesInPostRequest")
     key = _object_key(fields, file_part.filename)
     account, policy = authenticate_form(fields, ctx.config)
-    check_policy_fields(policy, fields, ctx.bucket or "")
+    if policy is not None:
+        check_policy_fields(policy, fields, ctx.bucket or "")
     ctx.account = account
     bucket = ctx.bucket_md
-    authorize(account, bucket, ctx.route.access)
+    authorize(ctx, bucket, "s3:PutObject", key=key, account=account)
     acl = fields.get("acl")
-    if acl is not None and acl not in CANNED_ACLS:
-        raise S3Error("InvalidArgument", ArgumentName="acl", ArgumentValue=acl)
+    object_acl = new_object_acl(ctx, bucket, fields, canned_name="acl")
+    owner_id, owner_name = new_object_owner(ctx, bucket, account, canned=acl)
     meta = user_metadata({name: value for name, value in fields.items() if name.startswith(USER_META_PREFIX)})
+    lock = objectlock.lock_from_headers({name.lower(): value for name, value in fields.items()}, bucket)
     low, high = length_range(policy)
+    encryption = sse.for_write(ctx, bucket, fields)   # x-amz-server-side-encryption* form fields
 
     body = _SizedFile(reader.data(), min(high, MAX_SINGLE_UPLOAD_BYTES) if high is not None
                       else MAX_SINGLE_UPLOAD_BYTES)
@@ -131,20 +140,26 @@ async def post_object(ctx: RequestContext) -> Response:
             raise S3Error("EntityTooSmall", MinSizeAllowed=str(low), ProposedSize=str(body.size))
 
     location = None
+    # issue 16: the x-amz-meta-scal-location-constraint form field places the object, as the header does
+    placed = await placement.object_location(ctx, bucket, {n.lower(): v for n, v in fields.items()})
     if first:
-        location = await store_stream(ctx.services, bucket.location, _chained(first, chunks), None,
-                                      lambda: (body.size, body.md5.hexdigest()), check)
+        location = await store_stream(ctx.services, placed, _chained(first, chunks), None,
+                                      lambda: (body.size, body.md5.hexdigest()), check,
+                                      keys=encryption.keys(ctx.services) if encryption is not None else None,
+                                      name=ObjectName(bucket.name, key))
     else:
         check()
-    md5 = body.md5.hexdigest() if location is not None else EMPTY_MD5
+    md5 = stored_md5(location, EMPTY_MD5)   # not the plaintext's for SSE-KMS and SSE-C (as AWS)
     object_headers = {name: fields[name] for name in _HEADER_FIELDS if name in fields}
-    md = new_object_md(key, account.canonical_id, account.name, size=body.size, md5=md5, location=location,
-                       data_store_name=bucket.location, headers=object_headers, user_meta=meta)
+    md = new_object_md(key, owner_id, owner_name, size=body.size, md5=md5, location=location,
+                       data_store_name=placed, headers=object_headers, user_meta=meta)
     md.origin_op = "s3:ObjectCreated:Post"
-    if acl is not None:
-        md.acl = canned_acl(acl, bucket=False)
+    if encryption is not None:
+        md.update(encryption.stored_fields())
+    md.acl = object_acl
+    objectlock.apply_to_new_version(md, bucket, lock)
     committed = await commit_new_object(ctx.services, bucket, key, md, location, log=ctx.extra_log)
-    headers = {}
+    headers = encryption.response_headers() if encryption is not None else {}
     if committed.version_id is not None:
         headers["x-amz-version-id"] = external_version_id(md, committed.version_id)
     return _success_response(ctx, fields, key, f'"{md5}"', headers)

@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl
 
 from starlette.responses import Response
 
-from gateway.api.common import read_xml_body, xml_response
+from gateway.api.common import read_xml_body, xml_response, save_bucket
 from gateway.context import RequestContext
 from gateway.models import BucketMD, ObjectMD
 from gateway.router import action
@@ -190,7 +190,7 @@ def _stored_bucket_tags(bucket: BucketMD) -> list[tuple[str, str]]:
 
 async def _store_bucket_tags(ctx: RequestContext, bucket: BucketMD, tags: list[dict[str, str]]) -> None:
     bucket.tags = tags
-    await ctx.store.put_bucket(bucket)
+    await save_bucket(ctx, bucket)
 
 
 @action("PutBucketTagging")

@@ -208,13 +208,14 @@ def _authenticate_v2(fields: dict[str, str], config: Any) -> Account:
     return account
 
 
-def authenticate_form(fields: dict[str, str], config: Any) -> tuple[Account, PostPolicy]:
-    """The account that signed the form's policy, and the policy (anonymous forms are denied:
-    only owners can write to a bucket until bucket ACLs exist)."""
+def authenticate_form(fields: dict[str, str], config: Any) -> tuple[Account | None, PostPolicy | None]:
+    """The account that signed the form's policy, and the policy. A form without a signature is
+    anonymous (None, and its policy if it has one): the bucket's ACL or policy decides
+    (gateway/authz.py), as on AWS."""
     if "x-amz-signature" in fields:
         account = _authenticate_v4(fields, config)
     elif "signature" in fields or "awsaccesskeyid" in fields:
         account = _authenticate_v2(fields, config)
     else:
-        raise S3Error("AccessDenied", "Anonymous POST uploads are not allowed on this bucket.")
+        return None, (parse_policy(fields["policy"]) if fields.get("policy") else None)
     return account, parse_policy(fields["policy"])

@@ -8,14 +8,13 @@ four DataBackend operations over one pooled aiohttp session (the HTTP plumbing
 of `HttpDataBackend`, shared with the dmd backend). Metadata stays in
 the dmd as for any location; only the bytes go to the remote bucket.
 
-Remote key naming: every put gets a fresh key of 40 random hex digits (160
-bits), whatever `bucketMatch` says. `DataBackend.put` is not told the object's
-name, and the location list of every version, overwrite and multipart part
-must point at its own bytes: a key derived from the object name (CloudServer's
-"<bucket>/<key>" or, with bucketMatch, "<key>") would let a new version or a
-failed overwrite clobber bytes a live version still references. Random keys
-never collide, even between gateways or deployments sharing a remote bucket,
-and a key this backend did not make is refused without a request.
+Remote key naming (issue 16): `details.dataLayout`, gateway/data/naming.py. In the default
+"named" layout an object is stored under "<bucket>/<key>" (or "<key>" with bucketMatch) and the
+remote bucket must keep versions, as CloudServer requires: each put records the remote version
+id in its data key, and reads and deletes address that version, so an overwrite never loses or
+serves the wrong bytes. Parts of multipart uploads get opaque keys. In the "opaque" layout every
+put gets a fresh key of 40 random hex digits (160 bits). A key this backend did not make is
+refused without a request.
 """
 from __future__ import annotations
 
@@ -40,9 +39,11 @@ from shared.errors import S3Error
 from gateway import xml
 from gateway.auth import v4
 from gateway.limits import MAX_SINGLE_UPLOAD_BYTES
+from gateway.data import naming
 from gateway.data.base import (CONNECT_TIMEOUT_S, DEFAULT_MAX_CONNECTIONS, DELETE_DONE_STATUSES, KEY_HEX_LENGTH,
                                READ_TIMEOUT_S, TRANSPORT_ERRORS, DataError, DataIntegrityError, DataNotFound,
-                               DataRangeNotSatisfiable, DataUnavailable, HttpDataBackend, is_valid_key)
+                               DataRangeNotSatisfiable, DataUnavailable, HttpDataBackend, ObjectName,
+                               is_valid_key)
 
 LOCATION_TYPE = "aws_s3"
 DEFAULT_REGION = "us-east-1"
@@ -61,6 +62,7 @@ _HOST_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+
 # A bucket name that can be the first label(s) of a host name (else path-style is forced).
 _DNS_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
 _BOOL_FIELDS = ("bucketMatch", "https", "pathStyle", "serverSideEncryption", "supportsVersioning")
+VERSION_ID_HEADER = "x-amz-version-id"
 
 
 # --- configuration ------------------------------------------------------------------------------
@@ -87,6 +89,7 @@ def validate_aws_s3_details(details: Any) -> None:
     for name in _BOOL_FIELDS:
         if name in details and not isinstance(details[name], bool):
             raise ValueError(f"aws_s3 location: 'details.{name}' must be a boolean")
+    naming.layout_of(LOCATION_TYPE, details)   # issue 16: "named" (default) or "opaque"
     if "region" in details and (not isinstance(details["region"], str) or not details["region"]):
         raise ValueError("aws_s3 location: 'details.region' must be a non-empty string")
     if "credentials" in details and "credentialsProfile" in details:
@@ -218,6 +221,8 @@ class AwsS3DataBackend(HttpDataBackend):
         self.https: bool = details.get("https", True)
         self.server_side_encryption: bool = details.get("serverSideEncryption", False)
         self.bucket_match: bool = details.get("bucketMatch", False)  # see the module docstring
+        self.named: bool = naming.layout_of(LOCATION_TYPE, details) == "named"
+        self._remote_versioned: bool | None = None   # learnt on the first named put
         self._creds = resolve_credentials(details, env)
         host, port = split_endpoint(details["awsEndpoint"])
         default_port = 443 if self.https else 80
@@ -250,12 +255,15 @@ class AwsS3DataBackend(HttpDataBackend):
         return {SSE_HEADER: SSE_ALGORITHM} if self.server_side_encryption else {}
 
     # --- put ------------------------------------------------------------------------------------
-    async def put(self, chunks: AsyncIterator[bytes], size: int | None) -> str:
+    async def put(self, chunks: AsyncIterator[bytes], size: int | None, name: ObjectName | None = None) -> str:
         body = self._sized_body(chunks, size)
-        key = new_key()
+        named = self.named and name is not None and not name.is_part   # parts: opaque keys (naming.py)
+        key = naming.remote_name(name, self.bucket_match) if named and name is not None else new_key()
+        if named:
+            await self._require_remote_versioning()
         if size is not None and size <= MAX_SINGLE_UPLOAD_BYTES:
-            await self._put_stream(key, body, size, [])
-            return key
+            resp = await self._put_stream(key, body, size, [])
+            return self._stored_key(key, named, resp.headers.get(VERSION_ID_HEADER))
         # Size unknown (a browser POST) or above one PUT: read a part first; a small body
         # still goes as one PUT, a larger one as a remote multipart upload.
         part_size = MPU_PART_BYTES if size is None else max(MPU_PART_BYTES, math.ceil(size / MAX_MPU_PARTS))
@@ -263,10 +271,52 @@ class AwsS3DataBackend(HttpDataBackend):
         first = await anext(parts, b"")
         second = await anext(parts, None)
         if second is None:
-            await self._put_stream(key, _once(first), len(first), [])
-            return key
-        await self._multipart(key, _prepend((first, second), parts))
-        return key
+            resp = await self._put_stream(key, _once(first), len(first), [])
+            return self._stored_key(key, named, resp.headers.get(VERSION_ID_HEADER))
+        version = await self._multipart(key, _prepend((first, second), parts))
+        return self._stored_key(key, named, version)
+
+    def _stored_key(self, remote: str, named: bool, version: str | None) -> str:
+        """The data key of a put: the opaque key, or the remote name with its version id."""
+        if not named:
+            return remote
+        if not version or version == "null":
+            raise DataIntegrityError(f"remote S3 PUT {remote} on {self._base} bucket {self.bucket}: no version id "
+                                     "in the answer, the remote bucket does not keep versions")
+        return naming.named_key(remote, version)
+
+    async def _require_remote_versioning(self) -> None:
+        """The named layout needs the remote bucket to keep versions (see the module docstring);
+        InvalidBucketState with the reason otherwise (checked once per process, until it passes)."""
+        if self._remote_versioned:
+            return
+        try:
+            async with self._request("GET", None, [("versioning", "")], payload_hash=EMPTY_SHA256) as resp:
+                if resp.status != 200:
+                    await self._raise_for_response(resp, "GET ?versioning")
+                status = _xml_field(await resp.read(), "Status")
+        except TRANSPORT_ERRORS as exc:
+            raise self._unavailable("GET ?versioning", exc) from exc
+        self._remote_versioned = status == "Enabled"
+        if not self._remote_versioned:
+            raise S3Error("InvalidBucketState", f"Location {self.location_name!r} stores objects under their names "
+                          f"(dataLayout \"named\") in remote bucket {self.bucket!r}, which must have versioning "
+                          "enabled; enable it there or set dataLayout to \"opaque\".")
+
+    def valid_key(self, key: str) -> bool:
+        return is_valid_key(key) or naming.parse_named_key(key) is not None
+
+    async def keeps_versions(self) -> bool:
+        """Opaque keys: always; named: when the remote bucket keeps versions (InvalidBucketState otherwise)."""
+        if self.named:
+            await self._require_remote_versioning()
+        return True
+
+    @staticmethod
+    def _address(key: str) -> tuple[str, list[tuple[str, str]]]:
+        """(remote object name, query) of a data key: a named key addresses its own version."""
+        parsed = naming.parse_named_key(key)
+        return (key, []) if parsed is None else (parsed[0], [("versionId", parsed[1])])
 
     async def _put_stream(self, key: str, body: AsyncIterator[bytes], size: int, query: list[tuple[str, str]],
                           ) -> aiohttp.ClientResponse:
@@ -285,7 +335,7 @@ class AwsS3DataBackend(HttpDataBackend):
         except Exception as exc:
             self._unwrap_failure(exc, failures, f"PUT {key}")
 
-    async def _multipart(self, key: str, parts: AsyncIterator[bytes]) -> None:
+    async def _multipart(self, key: str, parts: AsyncIterator[bytes]) -> str | None:
         upload_id = await self._create_upload(key)
         etags: list[str] = []
         try:
@@ -294,7 +344,7 @@ class AwsS3DataBackend(HttpDataBackend):
                 query = [("partNumber", str(number)), ("uploadId", upload_id)]
                 resp = await self._put_stream(key, _once(part), len(part), query)
                 etags.append(resp.headers.get("ETag", ""))
-            await self._complete_upload(key, upload_id, etags)
+            return await self._complete_upload(key, upload_id, etags)
         except BaseException:
             await self._abort_upload(key, upload_id)
             raise
@@ -312,7 +362,8 @@ class AwsS3DataBackend(HttpDataBackend):
             raise DataIntegrityError(f"CreateMultipartUpload {key}: no UploadId in the answer")
         return upload_id
 
-    async def _complete_upload(self, key: str, upload_id: str, etags: list[str]) -> None:
+    async def _complete_upload(self, key: str, upload_id: str, etags: list[str]) -> str | None:
+        """Complete the remote upload; the remote version id of the object (None without one)."""
         doc = xml.root("CompleteMultipartUpload")
         for number, etag in enumerate(etags, 1):
             part = xml.sub(doc, "Part")
@@ -326,6 +377,7 @@ class AwsS3DataBackend(HttpDataBackend):
                 if resp.status != 200 or _xml_field(body, "Code", root_tag="Error") is not None:
                     raise DataError(f"CompleteMultipartUpload {key}: HTTP {resp.status} {body[:200]!r}",
                                     "InternalError", resp.status)
+                return resp.headers.get(VERSION_ID_HEADER)
         except TRANSPORT_ERRORS as exc:
             raise self._unavailable(f"CompleteMultipartUpload {key}", exc) from exc
 
@@ -338,8 +390,10 @@ class AwsS3DataBackend(HttpDataBackend):
 
     # --- get ------------------------------------------------------------------------------------
     def get(self, key: str, start: int | None = None, end: int | None = None) -> AsyncIterator[bytes]:
+        remote, query = self._address(key)
+
         def send(headers: dict[str, str]) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
-            return self._request("GET", key, headers=headers, payload_hash=EMPTY_SHA256)
+            return self._request("GET", remote, query, headers=headers, payload_hash=EMPTY_SHA256)
 
         async def check(resp: aiohttp.ClientResponse) -> None:
             if resp.status not in (200, 206):
@@ -352,11 +406,12 @@ class AwsS3DataBackend(HttpDataBackend):
 
     # --- delete ---------------------------------------------------------------------------------
     async def delete(self, key: str) -> None:
-        if not is_valid_key(key):
+        if not self.valid_key(key):
             return  # this backend never stored anything under it
+        remote, query = self._address(key)
 
         async def attempt() -> None:
-            async with self._request("DELETE", key, payload_hash=EMPTY_SHA256) as resp:
+            async with self._request("DELETE", remote, query, payload_hash=EMPTY_SHA256) as resp:
                 if resp.status not in DELETE_DONE_STATUSES:  # S3 answers 204 for a missing key too
                     await self._raise_for_response(resp, f"DELETE {key}")
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 import abc
 import asyncio
 import re
+import ssl
 from contextlib import AbstractAsyncContextManager
-from typing import AsyncIterator, Awaitable, Callable, NoReturn
+from typing import AsyncIterator, Awaitable, Callable, NamedTuple, NoReturn
 
 import aiohttp
 
@@ -86,20 +87,57 @@ class DataInsufficientStorage(DataError):
     """The store has no room left for the blob (507); nothing of it was kept."""
 
 
+class ObjectName(NamedTuple):
+    """The S3 object a put stores the bytes of: a hint for stores that name their blobs after
+    it (the "named" layout of aws_s3 and azure locations); others ignore it. For a part of a
+    multipart upload, `upload_id` and `part_number` say which (`commit_parts` joins them)."""
+    bucket: str
+    key: str
+    upload_id: str | None = None
+    part_number: int | None = None
+
+    @property
+    def is_part(self) -> bool:
+        return self.part_number is not None
+
+
 class DataBackend(abc.ABC):
-    """A blob store. Keys are chosen by the store, never by the caller."""
+    """A blob store. Keys are chosen by the store, never by the caller; a store may build them
+    from the object's name (`ObjectName`), but a key always designates the bytes of this one put."""
 
     #: the location name written as `dataStoreName` in object metadata
     location_name: str = ""
 
     @abc.abstractmethod
-    async def put(self, chunks: AsyncIterator[bytes], size: int | None) -> str:
+    async def put(self, chunks: AsyncIterator[bytes], size: int | None, name: ObjectName | None = None) -> str:
         """Store the bytes `chunks` yields and return the new key.
 
         `size`, when given, is the exact body length; a different total raises
         DataIntegrityError. If `chunks` raises, the upload is aborted, nothing is
-        stored, and the same exception propagates.
+        stored, and the same exception propagates. `name`: the object the bytes are
+        the data of (None for a part of a multipart upload).
         """
+
+    async def exists(self, key: str) -> bool:
+        """Whether the blob of `key` is still there (by default: one byte of it can be read)."""
+        try:
+            async for _ in self.get(key, 0, 0):
+                pass
+        except DataNotFound:
+            return False
+        return True
+
+    async def commit_parts(self, name: ObjectName, keys: list[str]) -> list[str] | None:
+        """For a store that stages the parts of an upload as pieces of the object's own blob (azure):
+        join the parts of `keys` (in order) into the object `name` and return the data key of each
+        piece in it. None (the default): parts stay blobs of their own, the object lists them."""
+        return None
+
+    async def keeps_versions(self) -> bool:
+        """Whether the bytes of several versions of one object can live side by side here (every put a
+        key of its own). False for a store that names blobs after objects and keeps no versions: a
+        versioning-enabled bucket cannot write there (gateway/placement.py)."""
+        return True
 
     @abc.abstractmethod
     def get(self, key: str, start: int | None = None, end: int | None = None) -> AsyncIterator[bytes]:
@@ -139,7 +177,8 @@ class HttpDataBackend(DataBackend):
 
     def __init__(self, *, connect_timeout: float = CONNECT_TIMEOUT_S, read_timeout: float = READ_TIMEOUT_S,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS, headers: dict[str, str] | None = None,
-                 retry_window_ms: int = DEFAULT_RETRY_WINDOW_MS) -> None:
+                 retry_window_ms: int = DEFAULT_RETRY_WINDOW_MS, ssl_context: ssl.SSLContext | None = None) -> None:
+        self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True   # TLS: shared/dmd_tls.py
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
         self._max_connections = max_connections
         self._headers = dict(headers or {})   # sent with every request of the session
@@ -154,7 +193,8 @@ class HttpDataBackend(DataBackend):
     def _get_session(self) -> aiohttp.ClientSession:
         # Created on first use: a session belongs to the loop running at creation.
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=FREE_SOCKET_TIMEOUT_S)
+            connector = aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=FREE_SOCKET_TIMEOUT_S,
+                                             ssl=self._ssl)
             self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, headers=self._headers,
                                                   auto_decompress=False, skip_auto_headers=("User-Agent",))
         return self._session
@@ -200,14 +240,17 @@ class HttpDataBackend(DataBackend):
         raise exc
 
     # --- get ------------------------------------------------------------------------------------
-    @staticmethod
-    def _range_headers(key: str, start: int | None, end: int | None) -> dict[str, str]:
+    def valid_key(self, key: str) -> bool:
+        """Whether this store could have produced `key` (anything else is refused without a request)."""
+        return is_valid_key(key)
+
+    def _range_headers(self, key: str, start: int | None, end: int | None) -> dict[str, str]:
         """The headers of a GET of `key` (bytes start..end inclusive, when given).
 
         DataNotFound for a key no store makes (no request needed), ValueError for a bad range.
         """
         check_range(start, end)
-        if not is_valid_key(key):
+        if not self.valid_key(key):
             raise DataNotFound(f"no blob {key!r}", "ObjNotFound", 404)
         if start is None and end is None:
             return {}

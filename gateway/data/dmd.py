@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from contextlib import AbstractAsyncContextManager
 from typing import AsyncIterator, NoReturn
 
@@ -19,7 +20,7 @@ import aiohttp
 
 from gateway.data.base import (CONNECT_TIMEOUT_S, DEFAULT_MAX_CONNECTIONS, DELETE_DONE_STATUSES, READ_TIMEOUT_S,
                                TRANSPORT_ERRORS, DataError, DataIntegrityError, DataNotFound,
-                               DataInsufficientStorage, DataRangeNotSatisfiable, DataUnavailable, HttpDataBackend,
+                               DataInsufficientStorage, DataRangeNotSatisfiable, DataUnavailable, HttpDataBackend, ObjectName,
                                is_valid_key)
 from shared.config import DEFAULT_RETRY_WINDOW_MS, DMD_SECRET_HEADER
 
@@ -35,12 +36,12 @@ class DmdDataBackend(HttpDataBackend):
     def __init__(self, host: str, port: int, location_name: str, *,
                  connect_timeout: float = CONNECT_TIMEOUT_S, read_timeout: float = READ_TIMEOUT_S,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS, secret: str = "",
-                 retry_window_ms: int = DEFAULT_RETRY_WINDOW_MS) -> None:
+                 retry_window_ms: int = DEFAULT_RETRY_WINDOW_MS, ssl_context: ssl.SSLContext | None = None) -> None:
         super().__init__(connect_timeout=connect_timeout, read_timeout=read_timeout,
                          max_connections=max_connections, headers={DMD_SECRET_HEADER: secret} if secret else None,
-                         retry_window_ms=retry_window_ms)
+                         retry_window_ms=retry_window_ms, ssl_context=ssl_context)
         self.host, self.port, self.location_name = host, port, location_name
-        self.base_url = f"http://{host}:{port}{SERVICE_PATH}"
+        self.base_url = f"{'https' if ssl_context is not None else 'http'}://{host}:{port}{SERVICE_PATH}"
 
     def __repr__(self) -> str:
         return f"DmdDataBackend({self.host}:{self.port}, location={self.location_name!r})"
@@ -49,7 +50,7 @@ class DmdDataBackend(HttpDataBackend):
         return DataUnavailable(f"{what} failed: {exc!r}", "ServiceUnavailable")
 
     # --- put ------------------------------------------------------------------------------------
-    async def put(self, chunks: AsyncIterator[bytes], size: int | None) -> str:
+    async def put(self, chunks: AsyncIterator[bytes], size: int | None, name: ObjectName | None = None) -> str:
         failures: list[BaseException] = []
         headers = {"Content-Type": "application/octet-stream"}
         if size is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import AsyncIterator
 
-from gateway.data.base import (KEY_HEX_LENGTH, DataBackend, DataIntegrityError, DataNotFound,
+from gateway.data.base import (KEY_HEX_LENGTH, DataBackend, ObjectName, DataIntegrityError, DataNotFound,
                                DataRangeNotSatisfiable, check_range, is_valid_key)
 
 GET_CHUNK_BYTES = 1 << 20  # slice size of a read, so readers see several chunks as from the dmd
@@ -23,7 +23,7 @@ class MemoryDataBackend(DataBackend):
     def __len__(self) -> int:
         return len(self._blobs)
 
-    async def put(self, chunks: AsyncIterator[bytes], size: int | None) -> str:
+    async def put(self, chunks: AsyncIterator[bytes], size: int | None, name: ObjectName | None = None) -> str:
         parts: list[bytes] = []
         total = 0
         async for chunk in chunks:  # an exception here leaves nothing stored

@@ -14,13 +14,20 @@ Conditional writes (`ifAbsent`, `ifMatch`, `returnPrevious` in the options of a 
 del, docs/protocol.md#conditional-writes) are checked by the engine, atomically. Against a dmd
 whose manifest does not announce them (the original's), the remote client checks them itself
 with a read before the write: same answers, without the atomicity.
+
+Every call's params are shaped as the original gateway sends them (`call_params`): the original
+dmd rejects `null` params and params without `subLevel`. A failed setup (the manifest refused,
+or any later step) leaves no half-open socket behind: `connect()` drops it, and the next
+`connect()` starts from a fresh connection (docs/protocol.md#handshake).
 """
 from __future__ import annotations
 
 import abc
 import asyncio
+import contextvars
 import itertools
 import logging
+import ssl
 from collections import deque
 from typing import Any, AsyncIterator, Callable
 
@@ -54,6 +61,25 @@ RETRY_DELAY_MAX_S = 0.5
 
 def connection_lost(call_name: str) -> MetadataError:
     return MetadataError("ECONNRESET", 503, f"connection to the metadata daemon lost during {call_name}")
+
+
+#: The reqUids of the calls made on behalf of the current request (the original gateway sends its
+#: request's werelogs uids with every call it makes for a request; setup calls carry none).
+request_uids: contextvars.ContextVar[str | None] = contextvars.ContextVar("metadata_request_uids", default=None)
+
+
+def call_params(rpc_args: list[Any], sublevel: list[str] | None, req_uids: str | None) -> dict[str, Any]:
+    """The params object of a `call`, as the original gateway sends it (wire-transcript.jsonl):
+    `{"rpcArgs": [...], "reqUids": "...", "subLevel": [...]}`, in that order; `reqUids` only when
+    the call is made for a request (explicit, else `request_uids`), `subLevel` always (`[]` for a
+    root call such as getManifest: the original dmd answers `null` params, or params without
+    `subLevel`, with an error)."""
+    params: dict[str, Any] = {"rpcArgs": list(rpc_args)}
+    uids = req_uids or request_uids.get()
+    if uids:
+        params["reqUids"] = uids
+    params["subLevel"] = list(sublevel or [])
+    return params
 
 
 class MetadataClient(abc.ABC):
@@ -187,8 +213,9 @@ class RemoteMetadataClient(MetadataClient):
                  stream_buffer_packets: int = STREAM_BUFFER_PACKETS,
                  reconnect_delay_s: float = RECONNECT_DELAY_S,
                  reconnect_delay_max_s: float = RECONNECT_DELAY_MAX_S, secret: str = "",
-                 retry_window_ms: int = DEFAULT_RETRY_WINDOW_MS) -> None:
-        self.url = f"http://{host}:{port}"
+                 retry_window_ms: int = DEFAULT_RETRY_WINDOW_MS, ssl_context: ssl.SSLContext | None = None) -> None:
+        # TLS to the dmd (shared/dmd_tls.py): https, the context given to the websocket connection.
+        self.url = f"{'https' if ssl_context is not None else 'http'}://{host}:{port}"
         # The dmd secret, sent as the handshake's auth payload (also on every reconnection).
         self._auth = {DMD_SECRET_AUTH_FIELD: secret} if secret else None
         self.call_timeout_ms = call_timeout_ms
@@ -201,7 +228,8 @@ class RemoteMetadataClient(MetadataClient):
                                          reconnection_delay=reconnect_delay_s,
                                          reconnection_delay_max=reconnect_delay_max_s,
                                          randomization_factor=0.5, logger=False, engineio_logger=False,
-                                         json=jsoncodec)
+                                         json=jsoncodec,
+                                         websocket_extra_options={"ssl": ssl_context} if ssl_context else {})
         self._reconnect_delay_s = reconnect_delay_s
         self._reconnect_delay_max_s = reconnect_delay_max_s
         self._connected = asyncio.Event()
@@ -210,6 +238,7 @@ class RemoteMetadataClient(MetadataClient):
         self._inflight: dict[int, tuple[str, asyncio.Future]] = {}
         self._streams: dict[str, _InStream] = {}
         self._reconnect_task: asyncio.Task | None = None
+        self._dropping = False   # connect() is dropping a failed setup's connection on purpose
         ns = rpc.NAMESPACE
         self._sio.on("connect", self._on_connect, namespace=ns)
         self._sio.on("disconnect", self._on_disconnect, namespace=ns)
@@ -223,20 +252,53 @@ class RemoteMetadataClient(MetadataClient):
     # ---- connection ------------------------------------------------------------
 
     async def connect(self) -> None:
-        """Connect (retrying with back-off for up to the call timeout), then fetch the manifest."""
+        """Connect (retrying with back-off for up to the call timeout), then fetch the manifest.
+
+        Always from a fresh connection: one left by an earlier, failed setup is dropped first (the
+        caller retries setup after a failure of any step). A refused or failed manifest drops the
+        connection before raising, so the caller's next attempt reconnects instead of finding the
+        socket "Already connected"."""
+        await self._drop_connection()
         try:
             await self._connect_with_backoff(self.call_timeout_ms / 1000)
         except socketio.exceptions.ConnectionError as err:
             raise MetadataError("ECONNREFUSED", 503,
                                 f"cannot connect to the metadata daemon at {self.url}: {err}") from err
-        manifest = await self._call_once(rpc.CALL_GET_MANIFEST, None, None)
-        names = {entry.get("name") for entry in manifest.get("api", []) if isinstance(entry, dict)} \
-            if isinstance(manifest, dict) else set()
-        missing = [n for n in _REQUIRED_CALLS if n not in names]
-        if missing:
-            raise MetadataError("InternalError", 500, f"metadata daemon manifest lacks {missing}")
+        try:
+            manifest = await self._call_once(rpc.CALL_GET_MANIFEST, [], [])
+            names = {entry.get("name") for entry in manifest.get("api", []) if isinstance(entry, dict)} \
+                if isinstance(manifest, dict) else set()
+            missing = [n for n in _REQUIRED_CALLS if n not in names]
+            if missing:
+                raise MetadataError("InternalError", 500, f"metadata daemon manifest lacks {missing}")
+        except BaseException as exc:
+            log_event(logger, logging.WARNING, "metadata manifest failed, dropping the connection",
+                      url=self.url, error=str(exc))
+            await self._drop_connection()
+            raise
         self.manifest = manifest
         self.conditional_writes = rpc.supports(manifest, rpc.EXTENSION_CONDITIONAL_WRITES)
+
+    async def _drop_connection(self) -> None:
+        """Close the socket on purpose and stop any reconnection loop (ours or python-socketio's),
+        so that the next connect is the only one."""
+        ours = self._reconnect_task
+        if ours is not None and not ours.done():
+            ours.cancel()
+            await asyncio.gather(ours, return_exceptions=True)
+        self._reconnect_task = None
+        if not self._sio.connected and self._sio.eio.state == "disconnected" \
+                and not getattr(self._sio, "_reconnect_task", None):
+            return
+        self._dropping = True
+        try:
+            await self._sio.shutdown()   # disconnects, or aborts python-socketio's reconnection loop
+        except Exception:   # a socket already half gone: what matters is that it is gone
+            log_event(logger, logging.DEBUG, "metadata disconnect failed", url=self.url)
+        finally:
+            self._dropping = False
+        self._connected.clear()
+        self.manifest = None
 
     async def _connect_with_backoff(self, budget_s: float | None) -> None:
         """Connect attempts with exponential back-off; raise the last error once `budget_s` is spent."""
@@ -256,7 +318,7 @@ class RemoteMetadataClient(MetadataClient):
                 delay = min(delay * 2, self._reconnect_delay_max_s)
 
     async def _on_disconnect_final(self, *_: Any) -> None:
-        if self._closing or (self._reconnect_task is not None and not self._reconnect_task.done()):
+        if self._closing or self._dropping or (self._reconnect_task is not None and not self._reconnect_task.done()):
             return
         self._reconnect_task = asyncio.create_task(self._reconnect_forever())
 
@@ -289,7 +351,7 @@ class RemoteMetadataClient(MetadataClient):
         # Nothing in flight can be answered on a new connection: fail it now
         # rather than at its timeout.
         self._fail_all(None)
-        if not self._closing:
+        if not self._closing and not self._dropping:
             log_event(logger, logging.WARNING, "metadata connection lost, reconnecting", url=self.url)
 
     def _fail_all(self, err: MetadataError | None) -> None:
@@ -304,7 +366,7 @@ class RemoteMetadataClient(MetadataClient):
     def _retryable(self, name: str, err: MetadataError) -> bool:
         return name in IDEMPOTENT_CALLS and err.type in CONNECTION_ERROR_TYPES and not self._closing
 
-    async def _call(self, name: str, rpc_args: list[Any] | None, sublevel: list[str] | None,
+    async def _call(self, name: str, rpc_args: list[Any], sublevel: list[str] | None,
                     req_uids: str | None = None) -> Any:
         """One RPC with the retry policy: an idempotent call whose connection is lost (or absent)
         is tried again until the retry window is spent; anything else fails at once."""
@@ -323,7 +385,7 @@ class RemoteMetadataClient(MetadataClient):
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_DELAY_MAX_S)
 
-    async def _call_once(self, name: str, rpc_args: list[Any] | None, sublevel: list[str] | None,
+    async def _call_once(self, name: str, rpc_args: list[Any], sublevel: list[str] | None,
                          req_uids: str | None = None, window_end: float | None = None) -> Any:
         """One RPC: (error, result) ack -> result, or raise MetadataError.
 
@@ -334,7 +396,7 @@ class RemoteMetadataClient(MetadataClient):
         if window_end is None:
             window_end = loop.time() + self.retry_window_ms / 1000
         connect_deadline = min(deadline, window_end)
-        params = None if rpc_args is None else rpc.build_params(rpc_args, sublevel, req_uids)
+        params = call_params(rpc_args, sublevel, req_uids)
         fut: asyncio.Future = loop.create_future()
         call_id = next(self._ids)
         on_ack = self._ack_handler(name, fut)

@@ -37,6 +37,7 @@ from shared.metastore.keyspace import (
     sublevel_prefix,
 )
 from shared.metastore.kv import KVNoSpaceError, MemoryKV, Op, OrderedKV
+from shared.metastore.recordlog import RecordLog, format_seq, last_seq, log_prefix, stream_record
 
 T = TypeVar("T")
 
@@ -55,6 +56,11 @@ STREAM_MAX_CHUNK = 256
 _RMW_READ_ATTEMPTS = 3
 
 _log = get_logger("metastore")
+
+
+async def _no_records() -> AsyncIterator[Any]:
+    return
+    yield  # an empty async generator
 
 
 def _commit_error(error: BaseException) -> MetadataError:
@@ -219,9 +225,11 @@ class MetaStore:
                  replication_group_id: str = versionid.DEFAULT_REPLICATION_GROUP_ID,
                  write_batch_max_ops: int = DEFAULT_WRITE_BATCH_MAX_OPS,
                  repair_delay_s: float = DEFAULT_REPAIR_DELAY_S,
-                 version_id_suffix: bool = True) -> None:
+                 version_id_suffix: bool = True, record_log_name: str | None = None) -> None:
         """`version_id_suffix`: append the in-process counter to generated ids (S3_VERSION_ID_ENCODING_TYPE
-        unset or "hex", docs/versioning.md#version-ids); without it ids are 27 chars and encode to base62."""
+        unset or "hex", docs/versioning.md#version-ids); without it ids are 27 chars and encode to base62.
+        `record_log_name`: keep the original's record log under that name (recordLog.enabled,
+        shared/metastore/recordlog.py): every committed op gets a record in the same batch."""
         if write_batch_max_ops < 1:
             raise ValueError("write_batch_max_ops must be >= 1")
         self._kv = kv
@@ -245,6 +253,7 @@ class MetaStore:
         self._repair_timers: dict[bytes, asyncio.TimerHandle] = {}
         self._repair_tasks: set[asyncio.Task[None]] = set()
         self._uuid = self._init_uuid()
+        self.record_log = RecordLog(kv, record_log_name) if record_log_name else None
 
     # --- public API ---------------------------------------------------------------------------
 
@@ -345,6 +354,37 @@ class MetaStore:
 
     async def get_uuid(self) -> str:
         return self._uuid
+
+    async def read_records(self, log_name: str, start_seq: int | None, end_seq: int | None,
+                           limit: int | None) -> tuple[int, AsyncIterator[tuple[int, dict]]]:
+        """readRecords of the original's RecordLogService: the last sequence number of the range
+        (`end_seq`, capped at the last number handed out; 0 when nothing can be read) and the
+        records (seq, {timestamp, db, entries}) from `start_seq` up to it, at most `limit`.
+
+        Any log name can be read (an unknown one is empty); the one this store writes is
+        `record_log.name`. Bad parameters raise InvalidArgument before anything is read."""
+        self._check_open()
+        if not isinstance(log_name, str) or not log_name or "!" in log_name or "#" in log_name:
+            raise invalid_argument("logName must be a non-empty string without '!' or '#'")
+        prefix = log_prefix(log_name)
+        if self.record_log is not None and log_name == self.record_log.name:
+            next_seq = self.record_log.next_seq
+        else:
+            next_seq = await self._run(last_seq, self._kv, prefix) + 1
+        last = next_seq - 1
+        if end_seq is not None:
+            last = 0 if end_seq <= 0 else min(end_seq, last)
+        if last <= 0 or limit == 0:
+            return max(last, 0), _no_records()
+        lower = prefix + format_seq(start_seq).encode() if start_seq else prefix
+        query = RangeQuery(gt=None, gte=lower, lt=None, lte=prefix + format_seq(last).encode(),
+                           limit=NO_LIMIT if limit is None or limit < 0 else limit, reverse=False,
+                           keys=True, values=True)
+        skip = len(prefix)
+
+        def shape(k: bytes, v: bytes) -> tuple[int, dict]:
+            return int(k[skip:]), stream_record(decode_text(v))
+        return last, self._stream(query, shape)
 
     async def get_disk_usage(self) -> dict:
         return await self._run(self._kv.disk_usage)
@@ -558,13 +598,20 @@ class MetaStore:
                 count += len(write.ops)
             ops = [op for write in batch for op in write.ops]
             error: BaseException | None = None
+            log_ops: list[Op] = []
+            log_first = 0
+            if self.record_log is not None:
+                # One record per op, committed in the same batch (docs/protocol.md#record-log).
+                log_ops, log_first = self.record_log.record_ops(ops)
             try:
-                await self._run(self._kv.write, ops, True)
+                await self._run(self._kv.write, ops + log_ops if log_ops else ops, True)
             except asyncio.CancelledError as exc:
                 error = exc
             except Exception as exc:  # noqa: BLE001 - any store failure fails this batch's callers
                 error = exc
                 log_event(_log, logging.ERROR, "metadata batch failed", ops=len(ops), error=str(exc))
+            if error is not None and log_ops and self.record_log is not None:
+                self.record_log.give_back(log_first, len(log_ops))   # nothing of the batch was applied
             for key, _value in ops:
                 entry = self._pending[key]
                 entry[1] -= 1

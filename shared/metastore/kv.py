@@ -16,6 +16,8 @@ from collections.abc import Iterator
 
 from sortedcontainers import SortedDict
 
+from shared.metastore.leveldb import is_original_leveldb
+
 Op = tuple[bytes, "bytes | None"]   # (key, value); value None deletes the key
 
 ROOT_DB_DIRNAME = "rootDB"
@@ -25,6 +27,11 @@ _MEMORY_ITER_CHUNK = 128
 
 class KVOpenError(Exception):
     """The store cannot be opened (corrupt or unreadable); it is never silently re-initialised."""
+
+
+class OriginalStoreError(KVOpenError):
+    """The folder holds the original CloudServer's LevelDB metadata: never opened in place
+    (RocksDB would make it unreadable for the original); `python -m dmd.migrate` copies it."""
 
 
 class KVClosedError(Exception):
@@ -171,6 +178,13 @@ class RocksKV(OrderedKV):
         self._iterators: weakref.WeakSet[Iterator[tuple[bytes, bytes]]] = weakref.WeakSet()
         self._iter_lock = threading.Lock()
         self._closed = False
+        if is_original_leveldb(self.db_path):
+            raise OriginalStoreError(
+                f"{self.db_path} holds a LevelDB database written by the original CloudServer; it is not "
+                f"opened in place (RocksDB would rewrite its MANIFEST and the original could no longer read "
+                f"it). Stop the original and copy it into a new folder with: python -m dmd.migrate --from "
+                f"{path} --to <new metadata folder>, then set S3METADATAPATH to the new folder "
+                f"(the data folder, S3DATAPATH, is used as is)")
         if os.path.isdir(self.db_path) and os.listdir(self.db_path) \
                 and not os.path.exists(os.path.join(self.db_path, "CURRENT")):
             # RocksDB would create a fresh empty DB next to the debris: refuse instead.

@@ -23,7 +23,7 @@ from tests.bench.s3load import FULL, MiB, QUICK, WORKLOAD_NAMES, WORKLOADS, RowR
     run_workloads, workload_label
 from tests.procs import start_dmd
 
-SERVERS = ["ours", "moto", "ceph"]
+SERVERS = ["ours", "ours_pg", "ours_pg2", "moto", "ceph"]   # ours_pg*: metadata on PostgreSQL (issue 19)
 DMD_BENCHES = ["dmd_data", "dmd_rpc"]
 DMD_DATA_SIZE_FULL, DMD_DATA_SIZE_QUICK = 1 << 30, 64 * MiB
 CLIENT_BOUND_CPU = 0.9  # client CPU / wall above this: the row may be measuring the load generator
@@ -63,6 +63,12 @@ def start_server(name: str, tmp: Path, args: argparse.Namespace) -> Server:
     if name == "ours":
         try:
             return start_ours(tmp / "ours", workers=args.gateway_workers)
+        except (RuntimeError, TimeoutError, OSError) as exc:
+            raise PeerUnavailable(str(exc)) from exc
+    if name in ("ours_pg", "ours_pg2"):   # issue 19
+        from tests.bench.pg_peer import start_ours_pg
+        try:
+            return start_ours_pg(name, tmp)
         except (RuntimeError, TimeoutError, OSError) as exc:
             raise PeerUnavailable(str(exc)) from exc
     if name == "moto":
@@ -146,7 +152,7 @@ async def dmd_benches(tmp: Path, sizes_quick: bool, names: set[str]) -> dict[str
 
 def ratio(rows: dict[str, dict[str, RowResult]], workload: str) -> float | None:
     ours = rows.get("ours", {}).get(workload)
-    peers = [r.value for s, rs in rows.items() if s != "ours" and (r := rs.get(workload)) and r.value]
+    peers = [r.value for s, rs in rows.items() if not s.startswith("ours") and (r := rs.get(workload)) and r.value]
     if ours is None or ours.value is None or not peers:
         return None
     return ours.value / max(peers)
@@ -181,6 +187,11 @@ def print_report(result: dict[str, Any], sizes: Sizes, servers: list[str]) -> No
         say(" | ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths))))
         if i == 0:
             say("-+-".join("-" * w for w in widths))
+    ours_rows = rows.get("ours", {})
+    for plain, sealed in (("put_big", "put_big_sse"), ("get_big", "get_big_sse")):   # issue 13: >= 0.70
+        p, e = ours_rows.get(plain), ours_rows.get(sealed)
+        if p is not None and e is not None and p.value and e.value is not None:
+            say(f"ours {sealed}/{plain} (SSE-S3 bucket vs plaintext, same run): {e.value / p.value:.2f}")
     for s in servers:
         info = result["servers"].get(s, {})
         if not info.get("available"):

@@ -45,7 +45,7 @@ def start_ours(tmp: Path, workers: int = 1) -> Server:
     """dmd (file backend: RocksDB metadata, files for data) and one gateway over it."""
     dmd = start_dmd(tmp / "dmd")
     try:
-        gw = start_gateway(tmp / "gateway", dmd, workers=workers)
+        gw = start_gateway(tmp / "gateway", dmd, workers=workers, env={"S3KMSPATH": str(tmp / "kms")})
     except BaseException:
         dmd.stop()
         raise

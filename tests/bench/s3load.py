@@ -10,6 +10,7 @@ registry and `run_workloads()`. Bodies are generated on the fly and discarded as
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import os
@@ -302,6 +303,7 @@ class Target:
     small_keys: list[str] = field(default_factory=list)   # 4 KiB objects that exist now
     big_keys: set[str] = field(default_factory=set)       # large objects to delete at the end
     bucket_ready: bool = False
+    sse_bucket_ready: bool = False                        # the SSE-S3 bucket of the *_big_sse rows
 
     def signer(self) -> SigV4Signer:
         return SigV4Signer(self.access_key, self.secret_key, self.region)
@@ -476,6 +478,62 @@ async def get_big(t: Target, sizes: Sizes) -> RowResult:
     return row_from("get_big", "MB/s", out, _mb(sizes.big_object))
 
 
+# --- the encrypted-bucket rows (issue 13): the big PUT/GET into a bucket with SSE-S3 default encryption
+
+SSE_S3_CONFIG = (b'<ServerSideEncryptionConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Rule>'
+                 b"<ApplyServerSideEncryptionByDefault><SSEAlgorithm>AES256</SSEAlgorithm>"
+                 b"</ApplyServerSideEncryptionByDefault></Rule></ServerSideEncryptionConfiguration>")
+SSE_BIG_KEY = "big/sse-object"
+
+
+def sse_bucket(t: Target) -> str:
+    return f"{t.bucket}-sse"
+
+
+async def ensure_sse_bucket(t: Target) -> str:
+    if not t.sse_bucket_ready:
+        async with client_for(t, 1) as c:
+            await c.create_bucket(sse_bucket(t))
+            t.sse_bucket_ready = True
+            md5 = base64.b64encode(hashlib.md5(SSE_S3_CONFIG).digest()).decode()
+            await c.call("PUT", sse_bucket(t), query=[("encryption", "")], data=SSE_S3_CONFIG,
+                         headers={"content-md5": md5, "content-length": str(len(SSE_S3_CONFIG))})
+    return sse_bucket(t)
+
+
+async def put_big_sse(t: Target, sizes: Sizes) -> RowResult:
+    bucket = await ensure_sse_bucket(t)
+    chunk = os.urandom(sizes.chunk)
+    async with client_for(t, 1) as c:
+
+        async def op(_: int) -> None:
+            await c.put_stream(bucket, SSE_BIG_KEY, sizes.big_object, chunk)
+
+        out = await run_ops(1, 1, None, op)
+    return row_from("put_big_sse", "MB/s", out, _mb(sizes.big_object))
+
+
+async def get_big_sse(t: Target, sizes: Sizes) -> RowResult:
+    bucket = await ensure_sse_bucket(t)
+    pre = None
+    async with client_for(t, 1) as c:
+        try:
+            await c.head_object(bucket, SSE_BIG_KEY)
+        except UnexpectedStatus:
+            pre = await put_big_sse(t, sizes)   # --only get_big_sse: upload it first, untimed
+    if pre is not None and pre.value is None:
+        return RowResult("get_big_sse", "MB/s", error=f"could not upload the object: {pre.error}")
+    async with client_for(t, 1) as c:
+
+        async def op(_: int) -> None:
+            n = await c.get_object(bucket, SSE_BIG_KEY, sizes.chunk)
+            if n != sizes.big_object:
+                raise RuntimeError(f"GET returned {n} bytes, expected {sizes.big_object}")
+
+        out = await run_ops(1, 1, None, op)
+    return row_from("get_big_sse", "MB/s", out, _mb(sizes.big_object))
+
+
 async def _fill_list_bucket(t: Target, sizes: Sizes) -> str:
     """The listing bucket: list_keys empty objects spread over list_folders 'folders'; filled once."""
     bucket = t.list_bucket(sizes)
@@ -593,6 +651,7 @@ class Workload:
 def _labels(sizes: Sizes) -> dict[str, str]:
     big, mpu, cp = sizes.big_object // MiB, sizes.mpu_object // MiB, sizes.copy_object // MiB
     return {"put_big": f"PUT {big} MiB", "get_big": f"GET {big} MiB",
+            "put_big_sse": f"PUT {big} MiB SSE-S3 bucket", "get_big_sse": f"GET {big} MiB SSE-S3 bucket",
             "list_keys": f"list {sizes.list_keys} keys", "mpu_big": f"MPU {mpu} MiB ({sizes.mpu_part // MiB} MiB x{sizes.mpu_parallel})",
             "copy": f"CopyObject {cp} MiB",
             "list_root_delim": f"root list delim '/' ({sizes.list_folders} dirs)"}
@@ -607,6 +666,8 @@ WORKLOADS: list[Workload] = [
     Workload("head_c32", "HEAD c32", "ops/s", read_ops("HEAD", 32)),
     Workload("put_big", "PUT big", "MB/s", put_big, big=True),
     Workload("get_big", "GET big", "MB/s", get_big, big=True),
+    Workload("put_big_sse", "PUT big SSE-S3", "MB/s", put_big_sse, big=True),
+    Workload("get_big_sse", "GET big SSE-S3", "MB/s", get_big_sse, big=True),
     Workload("list_keys", "list keys", "keys/s", list_keys),
     Workload("list_root_delim", "root list delimiter", "req/s", list_root_delimiter),
     Workload("delete_c32", "DELETE c32", "ops/s", delete_c32),
@@ -637,6 +698,12 @@ async def cleanup(t: Target) -> None:
             try:
                 await c.delete_bucket(t.bucket)
             except Exception:  # noqa: BLE001 - leftovers only cost space on a throwaway server
+                pass
+        if t.sse_bucket_ready:
+            try:
+                await c.delete_object(sse_bucket(t), SSE_BIG_KEY)
+                await c.delete_bucket(sse_bucket(t))
+            except Exception:  # noqa: BLE001 - as above
                 pass
 
 

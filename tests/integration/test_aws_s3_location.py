@@ -51,7 +51,8 @@ def remote_client(moto: Proc):
 def aws_location(port: int) -> dict:
     return {"type": "aws_s3", "objectId": f"aws-{port}", "legacyAwsBehavior": True,
             "details": {"awsEndpoint": f"127.0.0.1:{port}", "bucketName": REMOTE_BUCKET, "bucketMatch": False,
-                        "https": False, "pathStyle": True, "credentials": {"accessKey": "a", "secretKey": "b"}}}
+                        "https": False, "pathStyle": True, "credentials": {"accessKey": "a", "secretKey": "b"},
+                        "dataLayout": "opaque"}}   # this file checks the opaque layout (named: test_data_locations.py)
 
 
 @pytest.fixture(scope="module")

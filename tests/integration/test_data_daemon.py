@@ -740,8 +740,13 @@ async def test_make_data_backend_picks_by_location_type() -> None:
     assert isinstance(mem, MemoryDataBackend)
     assert make_data_backend(_config(), mem_loc) is mem  # one process-wide store
     assert make_data_backend(_config("mem"), file_loc) is mem  # S3DATA=mem: every location in memory
-    with pytest.raises(NotImplementedError, match="azure"):
-        make_data_backend(_config(), Location("az", "azure", "az", False))
+    with pytest.raises(NotImplementedError, match="gcp"):
+        make_data_backend(_config(), Location("g", "gcp", "g", False))
+    # issue 16: S3DATA=file puts every location on the dmd; a file location may name its own dmd
+    azure = Location("az", "azure", "az", False, {"azureContainerName": "c"})
+    assert isinstance(make_data_backend(_config("file"), azure), DmdDataBackend)
+    own = make_data_backend(_config(), Location("far", "file", "far", False, {"host": "10.0.0.9", "port": 9999}))
+    assert isinstance(own, DmdDataBackend) and (own.host, own.port) == ("10.0.0.9", 9999)
 
 
 # --- heavy ---------------------------------------------------------------------------------------

@@ -3,27 +3,14 @@ partial blob and no metadata, reads keep working, and writes work again once spa
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
 
 from tests.integration.conftest import make_client
+from tests.tmpfs import dmd_disks
 from tests.procs import start_dmd, start_gateway
-
-
-def _mount(path: Path, size: str) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
-    if r.returncode != 0:
-        pytest.skip(f"mount -t tmpfs refused: {r.stderr.decode(errors='replace').strip()}")
-
-
-def _umount(path: Path) -> None:
-    subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
 def _blobs(data: Path) -> int:
@@ -32,16 +19,8 @@ def _blobs(data: Path) -> int:
 
 @pytest.fixture
 def small_disks(tmp_path: Path):
-    data, meta = tmp_path / "dmd" / "localData", tmp_path / "dmd" / "localMetadata"
-    _mount(data, "8m")
-    try:
-        _mount(meta, "8m")
-    except BaseException:
-        _umount(data)
-        raise
-    yield tmp_path
-    _umount(meta)
-    _umount(data)
+    with dmd_disks(tmp_path, "8m", "8m") as path:
+        yield path
 
 
 def _code(exc: ClientError) -> tuple[int, str]:

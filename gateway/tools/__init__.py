@@ -1,0 +1,1 @@
+"""Operator tools: `python -m gateway.tools <command>` (see `--help`)."""
