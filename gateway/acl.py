@@ -14,7 +14,7 @@ from typing import Any, Iterable, Mapping
 from lxml import etree
 
 from gateway.models import CANNED_ACLS, canned_acl
-from gateway.xml import XSI_NS, children, local, parse, root, sub
+from gateway.xml import XSI_NS, children, parse, root, sub
 from shared.config import Config
 from shared.errors import S3Error
 
@@ -191,9 +191,7 @@ def acl_from_headers(headers: Mapping[str, str], config: Config, *, bucket: bool
 def acl_from_xml(body: bytes, config: Config, owner: str, *, bucket: bool) -> dict[str, Any]:
     """An AccessControlPolicy document -> the stored ACL. MalformedACLError for a document that does
     not follow the schema; AccessDenied when it names another owner."""
-    doc = parse(body, "MalformedACLError")
-    if local(doc.tag) != "AccessControlPolicy":
-        raise S3Error("MalformedACLError")
+    doc = parse(body, "MalformedACLError", root_tag="AccessControlPolicy")
     owners = children(doc, "Owner")
     if len(owners) != 1:
         raise S3Error("MalformedACLError")

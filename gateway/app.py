@@ -33,7 +33,7 @@ from gateway.context import RequestContext, Services
 from gateway.limits import HttpLimits, check_object_key, http_limits
 from gateway.models import BucketMD, ObjectMD
 from gateway.router import METHODS, handler_for, resolve
-from gateway.server import RequestRecord, serve
+from gateway.server import RequestRecord, hostname_of, serve
 from gateway.versioning import get_version
 from gateway.xml import root, sub, to_bytes
 
@@ -89,8 +89,7 @@ def check_query_ids(query: dict[str, str]) -> None:
 
 def split_bucket_key(host: str, path: str, config: Config) -> tuple[str | None, str | None, bool]:
     """(bucket, key, virtual-hosted?) from a virtual-hosted Host header or a path-style path."""
-    hostname = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
-    hostname = hostname.lower()
+    hostname = hostname_of(host)
     for endpoint in config.rest_endpoints:
         if hostname.endswith("." + endpoint):
             bucket = hostname[: -len(endpoint) - 1]

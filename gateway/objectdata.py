@@ -133,13 +133,18 @@ class _Sealed(NamedTuple):
     last: int
 
 
+def _backend_of(services: "Services", loc: dict[str, Any]) -> "DataBackend":
+    """The backend holding a stored location (its `dataStoreName`, us-east-1 when it names none)."""
+    return services.data_for(loc.get("dataStoreName") or DEFAULT_LOCATION)
+
+
 def _reader_for(services: "Services", loc: dict[str, Any]) -> "DataBackend":
     """The backend holding a stored location; an S3 error when no configured location serves it."""
-    name = loc.get("dataStoreName") or DEFAULT_LOCATION
     try:
-        return services.data_for(name)
+        return _backend_of(services, loc)
     except S3Error:
-        raise S3Error("InternalError", f"The object's data is in location {name!r}, which this server "
+        raise S3Error("InternalError", f"The object's data is in location "
+                      f"{loc.get('dataStoreName') or DEFAULT_LOCATION!r}, which this server "
                       "does not serve") from None
 
 
@@ -217,7 +222,7 @@ async def free_locations(services: "Services", locations: list[dict[str, Any]] |
     blob (named in `log["leakedBlobs"]`, the request's log fields), never loses data."""
     for loc in locations or []:
         try:
-            await services.data_for(loc.get("dataStoreName") or DEFAULT_LOCATION).delete(loc["key"])
+            await _backend_of(services, loc).delete(loc["key"])
         except Exception:  # a blob we fail to free is garbage, not an error for the client
             if log is not None:
                 log.setdefault("leakedBlobs", []).append(loc.get("key"))
@@ -247,12 +252,12 @@ async def free_new_data(services: "Services", locations: list[dict[str, Any]] | 
 
 
 async def data_present(services: "Services", locations: list[dict[str, Any]] | None) -> bool:
-    """Whether every blob of `locations` can still be read (one byte of each)."""
+    """Whether every blob of `locations` still exists (asked of its backend: a part staged in
+    Azure cannot be read, only looked up)."""
     for loc in locations or []:
         if not loc.get("size"):
             continue
-        # issue 16: the backend says (a part staged in azure cannot be read, only looked up)
-        if not await services.data_for(loc.get("dataStoreName") or DEFAULT_LOCATION).exists(loc["key"]):
+        if not await _backend_of(services, loc).exists(loc["key"]):
             return False
     return True
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Mapping
 
+from gateway.server import hostname_of
 from shared.errors import S3Error
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ def requested_location(ctx: "RequestContext", headers: Mapping[str, str] | None 
 
 def endpoint_location(ctx: "RequestContext") -> str | None:
     """The location `restEndpoints` maps the request's Host to (path-style or virtual-hosted)."""
-    hostname = ctx.headers.get("host", "").rsplit(":", 1)[0].lower()
+    hostname = hostname_of(ctx.headers.get("host", ""))
     for endpoint, location in ctx.config.rest_endpoints.items():
         if hostname == endpoint or hostname.endswith("." + endpoint):
             return location

@@ -13,6 +13,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
+from urllib.parse import quote
 from typing import Any, Awaitable, Callable
 
 from starlette.requests import ClientDisconnect, Request
@@ -44,6 +45,12 @@ Endpoint = Callable[[Request, RequestRecord], Awaitable[Response]]
 ErrorRenderer = Callable[[S3Error, RequestRecord], Response]
 # Run on every response, error documents included, before it is logged (CORS headers).
 Finisher = Callable[[Request, Response, RequestRecord], Awaitable[None]]
+
+
+def hostname_of(host: str) -> str:
+    """The lower-cased host name of a Host header, without its port ("[::1]:8000" -> "[::1]")."""
+    hostname = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
+    return hostname.lower()
 
 
 def map_internal_error(exc: Exception) -> S3Error:
@@ -84,12 +91,33 @@ def _body_left_unread(request: Request) -> bool:
     return has_body and not getattr(request, "_stream_consumed", False)
 
 
-# What uvicorn refuses in a response header value (it raises and drops the connection).
-_HEADER_VALUE_FORBIDDEN = re.compile(b"[\x00-\x08\x0a-\x1f\x7f]")
+# What a response header value may not hold (uvicorn refuses it and drops the connection):
+# control characters but TAB, among them CR and LF (no header injection).
+FORBIDDEN_IN_HEADER_VALUE = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
+_FORBIDDEN_IN_RAW_HEADER_VALUE = re.compile(FORBIDDEN_IN_HEADER_VALUE.pattern.encode("latin-1"))
+
+
+def sendable_header(value: str) -> bool:
+    """Whether `value` can be sent as an HTTP header value (ISO-8859-1, no control character)."""
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return not FORBIDDEN_IN_HEADER_VALUE.search(value)
+
+
+# What a URL may hold as it is (RFC 3986 reserved and unreserved characters, and `%`).
+_URL_SAFE = "!#$%&'()*+,/:;=?@[]~"
+
+
+def location_header(url: str) -> str:
+    """`url` as a Location header value: what a URL cannot hold (a space, a control character,
+    non-ASCII) percent-encoded, as a browser would, so the header is always sendable."""
+    return quote(url, safe=_URL_SAFE)
 
 
 def _unsendable_header(response: Response) -> bool:
-    return _HEADER_VALUE_FORBIDDEN.search(b"\t".join([value for _, value in response.raw_headers])) is not None
+    return _FORBIDDEN_IN_RAW_HEADER_VALUE.search(b"\t".join([value for _, value in response.raw_headers])) is not None
 
 
 def _render(render_error: ErrorRenderer, err: S3Error, record: RequestRecord) -> Response:

@@ -24,7 +24,7 @@ import functools
 import html
 import http
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -40,7 +40,7 @@ from gateway.limits import check_object_key
 from gateway.metrics import ACTION_SCOPE_KEY
 from gateway.models import BucketMD, ObjectMD
 from gateway.router import ROUTES
-from gateway.server import RequestRecord
+from gateway.server import RequestRecord, hostname_of, location_header
 from shared.config import Config
 from shared.errors import S3Error
 
@@ -48,7 +48,6 @@ _GET_OBJECT = next(r for r in ROUTES if r.action == "GetObject")
 _HEAD_OBJECT = next(r for r in ROUTES if r.action == "HeadObject")
 # Request headers that select part of an object or make its GET conditional: an error document
 # is served whole and unconditionally, whatever the failed request asked.
-_URL_SAFE = "!#$%&'()*+,/:;=?@[]~"
 _SELECTING_HEADERS = ("range", "if-match", "if-none-match", "if-modified-since", "if-unmodified-since")
 
 
@@ -58,8 +57,7 @@ def website_bucket(host: str, config: Config) -> str | None:
     if not config.website_endpoints or not host:
         return None
     suffixes = _suffixes(config.website_endpoints)
-    hostname = host.rsplit(":", 1)[0] if not host.startswith("[") else host
-    hostname = hostname.lower().rstrip(".")
+    hostname = hostname_of(host).rstrip(".")
     if not hostname.endswith(suffixes):   # every request asks: one C call for the common "no"
         return None
     for suffix in suffixes:
@@ -95,7 +93,7 @@ def error_page(err: S3Error, record: RequestRecord) -> Response:
 def _redirect(status: int, location: str) -> Response:
     # What a URL cannot hold (a space, a control character, non-ASCII from a stored redirect
     # location or a host name) percent-encoded, as a browser would: the header is always sendable.
-    return Response(status_code=status, headers={"Location": quote(location, safe=_URL_SAFE), "Content-Length": "0"})
+    return Response(status_code=status, headers={"Location": location_header(location), "Content-Length": "0"})
 
 
 class _Site:

@@ -61,9 +61,7 @@ def _int_code(el: Any, message: str) -> int:
 
 def parse_configuration(body: bytes) -> dict[str, Any]:
     """A WebsiteConfiguration document -> the stored configuration."""
-    doc = parse(body)
-    if local(doc.tag) != "WebsiteConfiguration":
-        raise S3Error("MalformedXML")
+    doc = parse(body, root_tag="WebsiteConfiguration")
     top = _fields(doc, _TOP_FIELDS)
     for name in _TOP_FIELDS:
         _one(top, name, name)

@@ -89,8 +89,9 @@ def iso8601(dt: datetime) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
-def parse(body: bytes, error_code: str = "MalformedXML") -> etree._Element:
-    """Parse a request body; any malformation is the S3 error `error_code`."""
+def parse(body: bytes, error_code: str = "MalformedXML", root_tag: str | None = None) -> etree._Element:
+    """Parse a request body; any malformation, or a root element other than `root_tag` (when given),
+    is the S3 error `error_code`."""
     if len(body) > MAX_XML_BYTES:
         raise S3Error(error_code, "The XML you provided was too large")
     if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
@@ -99,7 +100,7 @@ def parse(body: bytes, error_code: str = "MalformedXML") -> etree._Element:
         doc = etree.fromstring(body, _PARSER)
     except etree.XMLSyntaxError as exc:
         raise S3Error(error_code) from exc
-    if doc is None:
+    if doc is None or (root_tag is not None and local(doc.tag) != root_tag):
         raise S3Error(error_code)
     return doc
 

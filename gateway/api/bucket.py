@@ -18,7 +18,7 @@ from gateway.acl import acl_from_headers, is_bucket_owner_full_control
 from gateway.models import BucketMD, now_iso
 from gateway.router import action
 from gateway.store import BUCKET_HAS_UPLOADS, BUCKET_MISSING, SETTLED_DELETED
-from gateway.xml import child_text, local, parse, root, sub
+from gateway.xml import child_text, parse, root, sub
 
 CREATE_ATTEMPTS = 4
 OBJECT_OWNERSHIPS = ("BucketOwnerEnforced", "BucketOwnerPreferred", "ObjectWriter")
@@ -44,21 +44,9 @@ def validate_bucket_name(name: str) -> None:
 def _location_from_body(body: bytes) -> str | None:
     if not body.strip():
         return None
-    doc = parse(body)
-    if local(doc.tag) != "CreateBucketConfiguration":
-        raise S3Error("MalformedXML")
+    doc = parse(body, root_tag="CreateBucketConfiguration")
     constraint = child_text(doc, "LocationConstraint")
     return constraint or None
-
-
-def _endpoint_location(ctx: RequestContext) -> str | None:
-    """The location of the endpoint the request was sent to (restEndpoints), path-style
-    (Host: endpoint) or virtual-hosted (Host: bucket.endpoint)."""
-    hostname = ctx.headers.get("host", "").rsplit(":", 1)[0].lower()
-    for endpoint, location in ctx.config.rest_endpoints.items():
-        if hostname == endpoint or hostname.endswith("." + endpoint):
-            return location
-    return None
 
 
 @action("CreateBucket")
@@ -79,7 +67,7 @@ async def create_bucket(ctx: RequestContext) -> Response:
             and not is_bucket_owner_full_control(acl, ctx.account.canonical_id):
         raise S3Error("InvalidBucketAclWithObjectOwnership")
     requested = _location_from_body(await read_xml_body(ctx))
-    constraint = requested or _endpoint_location(ctx) or "us-east-1"
+    constraint = requested or placement.endpoint_location(ctx) or "us-east-1"
     # A location's name or one of its aliases (locationConfig.json); the bucket stores the location.
     location = ctx.config.resolve_location(constraint)
     if location is None:
@@ -231,9 +219,7 @@ VERSIONING_STATES = ("Enabled", "Suspended")
 @action("PutBucketVersioning")
 async def put_bucket_versioning(ctx: RequestContext) -> Response:
     info = ctx.bucket_md
-    doc = parse(await read_xml_body(ctx))
-    if local(doc.tag) != "VersioningConfiguration":
-        raise S3Error("MalformedXML")
+    doc = parse(await read_xml_body(ctx), root_tag="VersioningConfiguration")
     status = child_text(doc, "Status")
     mfa_delete = child_text(doc, "MfaDelete")
     if status not in VERSIONING_STATES or mfa_delete not in (None, "Enabled", "Disabled"):

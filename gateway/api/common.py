@@ -14,6 +14,7 @@ from gateway.auth.request import parse_http_date
 from gateway.context import RequestContext
 from gateway.limits import MAX_USER_METADATA_BYTES
 from gateway.models import USER_META_PREFIX, BucketMD, ObjectMD, parse_iso
+from gateway.server import FORBIDDEN_IN_HEADER_VALUE, sendable_header
 from gateway.xml import MAX_XML_BYTES, to_bytes
 from shared.errors import S3Error
 
@@ -27,9 +28,6 @@ _RANGE_RE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
 # digit strings, never converted (int() refuses over 4300 digits, and needs no more than this).
 _RANGE_BOUND_DIGITS = 20
 _BEYOND_ANY_SIZE = 10 ** _RANGE_BOUND_DIGITS
-# What a response header value may not hold (uvicorn refuses it and drops the connection):
-# control characters but TAB, among them CR and LF (no header injection).
-_HEADER_VALUE_FORBIDDEN = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def xml_response(el: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -243,15 +241,6 @@ def object_headers(md: ObjectMD, query: dict[str, str] | None = None) -> dict[st
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
-def sendable_header(value: str) -> bool:
-    """Whether `value` can be sent as an HTTP header value (ISO-8859-1, no control character)."""
-    try:
-        value.encode("latin-1")
-    except UnicodeEncodeError:
-        return False
-    return not _HEADER_VALUE_FORBIDDEN.search(value)
-
-
 def response_override(param: str, value: str) -> str:
     """A response-* query parameter's value as a header value: 400 InvalidArgument for one a header
     cannot carry, as S3 answers ("Header value cannot be represented using ISO-8859-1.");
@@ -261,7 +250,7 @@ def response_override(param: str, value: str) -> str:
     except UnicodeEncodeError:
         raise S3Error("InvalidArgument", "Header value cannot be represented using ISO-8859-1.",
                       ArgumentName=param, ArgumentValue=value) from None
-    if _HEADER_VALUE_FORBIDDEN.search(value):
+    if FORBIDDEN_IN_HEADER_VALUE.search(value):
         raise S3Error("InvalidArgument", "Header value contains invalid characters.",
                       ArgumentName=param, ArgumentValue=value)
     return value

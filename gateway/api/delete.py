@@ -23,7 +23,7 @@ from gateway.limits import MAX_PAGE, check_object_key
 from gateway.models import BucketMD
 from gateway.versioning import Deleted, delete_object
 from gateway.router import action
-from gateway.xml import children, local, parse, root, sub
+from gateway.xml import children, parse, root, sub
 from shared.errors import S3Error
 from shared.log import get_logger
 
@@ -74,9 +74,7 @@ def parse_delete_request(body: bytes) -> tuple[bool, list[DeleteTarget]]:
     """(quiet, targets in request order) from a `<Delete>` document; MalformedXML if invalid."""
     if not body.strip():
         raise S3Error("MalformedXML")
-    doc = parse(body)
-    if local(doc.tag) != "Delete":
-        raise S3Error("MalformedXML")
+    doc = parse(body, root_tag="Delete")
     quiet = _parse_quiet(doc)
     objects = children(doc, "Object")
     if not objects or len(objects) > MAX_KEYS_PER_DELETE:

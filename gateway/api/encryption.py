@@ -14,15 +14,13 @@ from gateway import sse
 from gateway.api.common import read_xml_body, xml_response, save_bucket
 from gateway.context import RequestContext
 from gateway.router import action
-from gateway.xml import child_text, children, local, parse, root, sub
+from gateway.xml import child_text, children, parse, root, sub
 from shared.errors import S3Error
 
 
 def parse_encryption_document(body: bytes) -> tuple[str, str | None, bool]:
     """(algorithm, KMSMasterKeyID or None, BucketKeyEnabled) of a ServerSideEncryptionConfiguration."""
-    doc = parse(body)
-    if local(doc.tag) != "ServerSideEncryptionConfiguration":
-        raise S3Error("MalformedXML")
+    doc = parse(body, root_tag="ServerSideEncryptionConfiguration")
     rules = children(doc, "Rule")
     if len(rules) != 1:
         raise S3Error("MalformedXML")

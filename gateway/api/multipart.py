@@ -54,7 +54,7 @@ from gateway.objectdata import (commit_outcome_unknown, commit_upload, data_pres
                                 part_location, part_md5_of_location, part_number_of_location, stored_md5)
 from gateway.router import action
 from gateway.versioning import commit_version, external_version_id, refuse_version_id
-from gateway.xml import child_text, children, local, parse, root, sub
+from gateway.xml import child_text, children, parse, root, sub
 from shared import jsoncodec
 from shared.errors import S3Error
 
@@ -355,9 +355,7 @@ def _parse_complete(body: bytes, algorithm: str | None) -> list[tuple[int, str, 
     """(part number, ETag without quotes, checksum or None) of each listed part, in request order."""
     if not body.strip():
         raise S3Error("MalformedXML")
-    doc = parse(body)
-    if local(doc.tag) != "CompleteMultipartUpload":
-        raise S3Error("MalformedXML")
+    doc = parse(body, root_tag="CompleteMultipartUpload")
     parts: list[tuple[int, str, str | None]] = []
     for el in children(doc, "Part"):
         number_text, etag = child_text(el, "PartNumber"), child_text(el, "ETag")

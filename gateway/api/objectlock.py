@@ -18,7 +18,7 @@ from gateway.context import RequestContext
 from gateway.models import BucketMD, ObjectMD
 from gateway.router import action
 from gateway.versioning import get_current, get_version
-from gateway.xml import children, local, parse, root, sub
+from gateway.xml import children, parse, root, sub
 from shared.errors import S3Error
 
 CONFIG_INTEGRITY_MESSAGE = "Content-MD5 OR x-amz-checksum- HTTP header is required for this request"
@@ -46,9 +46,7 @@ def parse_lock_configuration(body: bytes) -> objectlock.DefaultRetention | None:
     [<Rule><DefaultRetention><Mode/>(<Days/>|<Years/>)</DefaultRetention></Rule>]</ObjectLockConfiguration>"""
     if not body.strip():
         raise S3Error("MalformedXML")
-    doc = parse(body)
-    if local(doc.tag) != "ObjectLockConfiguration":
-        raise S3Error("MalformedXML")
+    doc = parse(body, root_tag="ObjectLockConfiguration")
     if _only_child_text(doc, "ObjectLockEnabled") != "Enabled":
         raise S3Error("MalformedXML")
     rules = children(doc, "Rule")
@@ -123,9 +121,7 @@ def parse_retention(body: bytes) -> tuple[str | None, datetime | None]:
     """<Retention><Mode/><RetainUntilDate/></Retention>: both, or neither (a removal)."""
     if not body.strip():
         raise S3Error("MalformedXML")
-    doc = parse(body)
-    if local(doc.tag) != "Retention":
-        raise S3Error("MalformedXML")
+    doc = parse(body, root_tag="Retention")
     mode = _only_child_text(doc, "Mode")
     date = _only_child_text(doc, "RetainUntilDate")
     if mode is None and date is None:
@@ -175,9 +171,7 @@ async def get_object_retention(ctx: RequestContext) -> Response:
 def parse_legal_hold(body: bytes) -> bool:
     if not body.strip():
         raise S3Error("MalformedXML")
-    doc = parse(body)
-    if local(doc.tag) != "LegalHold":
-        raise S3Error("MalformedXML")
+    doc = parse(body, root_tag="LegalHold")
     status = _only_child_text(doc, "Status")
     if status not in objectlock.LEGAL_HOLD_STATUSES:
         raise S3Error("MalformedXML")

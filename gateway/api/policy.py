@@ -86,9 +86,7 @@ def _boolean(text: str | None) -> bool:
 @action("PutPublicAccessBlock")
 async def put_public_access_block(ctx: RequestContext) -> Response:
     info = ctx.bucket_md
-    doc = parse(await read_xml_body(ctx))
-    if local(doc.tag) != "PublicAccessBlockConfiguration":
-        raise S3Error("MalformedXML")
+    doc = parse(await read_xml_body(ctx), root_tag="PublicAccessBlockConfiguration")
     config = dict.fromkeys(PUBLIC_ACCESS_BLOCK_FIELDS, False)
     for el in doc:
         name = local(el.tag)
@@ -126,9 +124,7 @@ async def delete_public_access_block(ctx: RequestContext) -> Response:
 @action("PutBucketOwnershipControls")
 async def put_bucket_ownership_controls(ctx: RequestContext) -> Response:
     info = ctx.bucket_md
-    doc = parse(await read_xml_body(ctx))
-    if local(doc.tag) != "OwnershipControls":
-        raise S3Error("MalformedXML")
+    doc = parse(await read_xml_body(ctx), root_tag="OwnershipControls")
     rules = children(doc, "Rule")
     if len(rules) != 1 or len(list(doc)) != 1:
         raise S3Error("MalformedXML")

@@ -27,6 +27,7 @@ from gateway.objectdata import store_stream, stored_md5
 from gateway import placement, sse
 from gateway.data.base import ObjectName
 from gateway.router import action
+from gateway.server import location_header
 from gateway.versioning import commit_new_object, external_version_id
 from gateway.xml import root, sub
 from shared.errors import S3Error
@@ -88,9 +89,7 @@ def _success_response(ctx: RequestContext, fields: dict[str, str], key: str, eta
     headers = {**headers, "ETag": etag, "Location": location}
     redirect = fields.get("success_action_redirect") or fields.get("redirect")
     if redirect:
-        # As a browser would send it: what a URL cannot hold (a space, a control character,
-        # non-ASCII) percent-encoded, so the Location header is always sendable.
-        redirect = quote(redirect, safe="!#$%&'()*+,/:;=?@[]~")
+        redirect = location_header(redirect)   # as a browser would send it
         parts = urlsplit(redirect)
         if parts.scheme in ("http", "https") and parts.netloc:
             query = urlencode({"bucket": ctx.bucket, "key": key, "etag": etag})

@@ -85,9 +85,7 @@ def parse_tagging_document(body: bytes) -> list[tuple[str, str]]:
     in document order; MalformedXML unless it is exactly that shape."""
     if not body.strip():
         raise S3Error("MalformedXML")
-    doc = parse(body)
-    if local(doc.tag) != "Tagging":
-        raise S3Error("MalformedXML")
+    doc = parse(body, root_tag="Tagging")
     tag_sets = children(doc, "TagSet")
     if len(tag_sets) != 1 or len(doc) != 1:
         raise S3Error("MalformedXML")

@@ -411,9 +411,7 @@ def parse_configuration(body: bytes) -> list[Rule]:
     """The rules of a <LifecycleConfiguration> document, validated as AWS does."""
     if not body.strip():
         raise S3Error("MalformedXML")
-    doc = parse(body)
-    if local(doc.tag) != "LifecycleConfiguration":
-        raise S3Error("MalformedXML")
+    doc = parse(body, root_tag="LifecycleConfiguration")
     rules_el = children(doc, "Rule")
     if not rules_el or len(rules_el) > MAX_RULES:
         raise S3Error("MalformedXML")
