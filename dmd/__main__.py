@@ -12,15 +12,24 @@ With recordLog.enabled it also keeps the original's record log and serves /MDFil
 (dmd/recordlog.py).
 With a dmd secret (DMD_SECRET / dmdSecret) both servers refuse callers that do
 not present it; without one, binding a non-loopback address logs a loud warning.
+With METADATA_SOCKET / DATA_SOCKET (or *Daemon.socketPath) each server also listens on
+a Unix-domain socket (mode 0660, plain: TLS is TCP's only), for a gateway on the same
+host: a stale socket file (nobody listening) is replaced, a live one stops the start.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
+import os
 import signal
+import socket
+import stat
 import sys
 from typing import Any
+
+from aiohttp import web
 
 from dmd.data import start_data_server, warn_if_exposed
 from dmd.metadata import MetadataServer
@@ -33,6 +42,72 @@ from shared.metastore import MetaStore, RocksKV
 logger = get_logger("dmd")
 
 EXIT_STARTUP_FAILURE = 1
+SOCKET_MODE = 0o660          # the dmd's user and group: put a gateway of another user in the group
+SOCKET_DIR_MODE = 0o750      # a missing parent folder is created with this mode
+STALE_PROBE_TIMEOUT_S = 1.0
+
+
+class UnixSocket:
+    """A Unix-domain socket the dmd listens on, beside a server's TCP port (docs/operations.md#unix-sockets)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._identity: tuple[int, int] | None = None   # (st_dev, st_ino) of the file we bound
+
+    async def listen(self, runner: web.AppRunner) -> None:
+        """Serve `runner`'s app on the socket too. Bound, then chmod-ed, then listening: nobody
+        can connect while the file still has the umask's mode."""
+        clear_stale_socket(self.path)
+        parent = os.path.dirname(self.path)
+        if parent:
+            os.makedirs(parent, mode=SOCKET_DIR_MODE, exist_ok=True)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(self.path)
+            st = os.stat(self.path)
+            self._identity = (st.st_dev, st.st_ino)
+            os.chmod(self.path, SOCKET_MODE)
+            await web.SockSite(runner, sock).start()   # listen() happens here
+        except BaseException:
+            sock.close()
+            self.remove()
+            raise
+
+    def remove(self) -> None:
+        """Unlink the socket file if it is still the one we bound (not a later dmd's)."""
+        if self._identity is None:
+            return
+        try:
+            st = os.lstat(self.path)
+            if (st.st_dev, st.st_ino) == self._identity:
+                os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        self._identity = None
+
+
+def clear_stale_socket(path: str) -> None:
+    """Remove a socket file nobody listens on (left by a killed dmd). A live one, or a file that
+    is not a socket, is left alone and stops the start (EADDRINUSE / EEXIST)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise OSError(errno.EEXIST, f"{path} exists and is not a socket: not replaced")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(STALE_PROBE_TIMEOUT_S)
+    try:
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        os.unlink(path)   # stale: nothing accepts on it
+        log_event(logger, logging.INFO, "stale socket file removed", path=path)
+        return
+    except OSError:
+        pass   # e.g. a full backlog: someone does listen
+    finally:
+        probe.close()
+    raise OSError(errno.EADDRINUSE, f"address already in use: a live server listens on {path}")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -77,18 +152,37 @@ async def serve(config: Config, args: argparse.Namespace) -> int:
     # Not refused: LISTEN_ADDR=0.0.0.0 without a secret is the reference's documented setup.
     warn_if_exposed("the metadata RPC (socket.io)", md_host, config.dmd_secret)
     data_runner = None
+    md_socket, dd_socket = config.metadata_daemon.socket_path, config.data_daemon.socket_path
+    sockets: list[UnixSocket] = []
     try:
         step = f"cannot listen for metadata on {md_host}:{md_port}"
-        md_port = _bound_port(await server.start(md_host, md_port, ssl_context=dmd_tls.server_context(config)))
+        md_runner = await server.start(md_host, md_port, ssl_context=dmd_tls.server_context(config))
+        md_port = _bound_port(md_runner)
+        if md_socket:
+            step = f"cannot listen for metadata on the socket {md_socket}"
+            sockets.append(UnixSocket(md_socket))
+            await sockets[-1].listen(md_runner)
         step = f"cannot start the data server ({config.data_path}, {dd_host}:{dd_port})"
         data_runner = await start_data_server(config, dd_host, dd_port)
         dd_port = _bound_port(data_runner)
+        if dd_socket:
+            step = f"cannot listen for data on the socket {dd_socket}"
+            sockets.append(UnixSocket(dd_socket))
+            await sockets[-1].listen(data_runner)
     except Exception as err:
         print(f"dmd: {step}: {type(err).__name__}: {err}", file=sys.stderr)
         await server.close()
+        if data_runner is not None:
+            await data_runner.cleanup()
+        for unix in sockets:
+            unix.remove()
         await store.close()
         return EXIT_STARTUP_FAILURE
     line = f"dmd listening metadata={md_host}:{md_port} data={dd_host}:{dd_port}"
+    if md_socket:
+        line += f" metadataSocket={md_socket}"
+    if dd_socket:
+        line += f" dataSocket={dd_socket}"
     print(line, file=sys.stderr, flush=True)
     log_event(logger, logging.INFO, line, metadata_path=config.metadata_path, data_path=config.data_path,
               secret_required=bool(config.dmd_secret))
@@ -98,6 +192,8 @@ async def serve(config: Config, args: argparse.Namespace) -> int:
     await server.close()
     if data_runner is not None:
         await data_runner.cleanup()
+    for unix in sockets:
+        unix.remove()
     await store.close()
     log_event(logger, logging.INFO, "dmd stopped")
     return 0

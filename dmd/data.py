@@ -12,6 +12,11 @@ This module owns:
 - With a dmd secret configured (`DMD_SECRET` / `dmdSecret`), every request must carry it in
   the `x-dmd-secret` header (compared in constant time): 401 without it, 403 with another
   value, answered before the URL is parsed or a byte of the body is read.
+- Copy by reference (`POST /DataFile/<key>?copy`, docs/protocol.md#copy-by-reference): blobs are
+  immutable once written, so a copy is a hard link of the blob under a new key, durable (folder
+  fsynced) before the 201; unlinking either name leaves the other: the filesystem counts the
+  references. `DMD_DATA_NO_COPY=true` turns the call off (it then answers 405 as the original
+  does): for the tests of the gateway's fallback to streaming only.
 - `start_data_server(config, host, port)`: what `dmd/__main__.py` calls.
 - `python -m dmd.data [--bind H] [--port P]`: the data daemon alone (debugging,
   tests and benchmarks).
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import errno
 import json
 import logging
@@ -47,12 +53,15 @@ KEY_RE = re.compile(r"[0-9a-f]{%d}" % (2 * KEY_BYTES))
 URL_RE = re.compile(r"^(/[a-zA-Z0-9]+)(/([0-9a-f]*))?$")
 RANGE_RE = re.compile(r"^bytes=([0-9]+)?-([0-9]+)?$")
 DISK_USAGE_QUERY = "diskUsage"
+COPY_QUERY = "copy"   # POST /DataFile/<key>?copy: a new key for the same bytes (ours, not the original's)
+NO_COPY_ENV = "DMD_DATA_NO_COPY"   # tests only: answer the copy call as the original (405)
 REQUEST_UIDS_HEADER = "X-Scal-Request-Uids"
 KEEPALIVE_TIMEOUT_S = 60.0
 
 # --- implementation choices ---------------------------------------------------------------------
 TMP_DIR_NAME = ".tmp"  # cannot collide with a numeric folder or a hex key
-WRITE_BATCH_BYTES = 1 << 20  # body bytes gathered before one write(2) in a worker thread
+WRITE_BATCH_BYTES = 1 << 20  # body bytes gathered before one writev(2) in a worker thread
+WRITE_BATCH_PIECES = 256  # ... or this many body pieces (well under IOV_MAX)
 READ_CHUNK_BYTES = 1 << 20  # read size when sendfile is not available
 BODY_IDLE_TIMEOUT_S = 60.0  # an upload that sends nothing for this long is dropped
 
@@ -105,6 +114,52 @@ def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
             view = view[written:]
     except OSError as exc:
         raise _fs_error("write", exc) from exc
+
+
+def _writev_all(fd: int, pieces: list[bytes]) -> None:
+    """writev(2) of `pieces` (the body as it arrived: no copy into one buffer) until all is written."""
+    views = [memoryview(p) for p in pieces if p]
+    first = 0
+    try:
+        while first < len(views):
+            written = os.writev(fd, views[first:first + WRITE_BATCH_PIECES])
+            while first < len(views) and written >= len(views[first]):
+                written -= len(views[first])
+                first += 1
+            if written:
+                views[first] = views[first][written:]
+    except OSError as exc:
+        raise _fs_error("write", exc) from exc
+
+
+def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):   # not Linux/glibc: the final fsync does all the work
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_sync_file_range = _load_sync_file_range()
+SYNC_FILE_RANGE_WRITE = 2
+
+
+def _start_writeback(fd: int, offset: int, count: int) -> None:
+    """Ask the kernel to start writing bytes offset..offset+count to disk now (sync_file_range
+    SYNC_FILE_RANGE_WRITE: asynchronous, no wait). Only a head start for the fsync that follows
+    the last byte, which alone makes the blob durable: a big upload's final fsync then has only
+    its tail left to flush instead of the whole blob. A failure is ignored (the fsync decides)."""
+    if _sync_file_range is not None and count > 0:
+        _sync_file_range(fd, offset, count, SYNC_FILE_RANGE_WRITE)
+
+
+def _write_batch(fd: int, pieces: list[bytes], offset: int, writeback: bool) -> None:
+    """One batch of an upload at file offset `offset`, written and (unless no-sync) sent on to disk."""
+    _writev_all(fd, pieces)
+    if writeback:
+        _start_writeback(fd, offset, sum(len(p) for p in pieces))
 
 
 def _fsync_dir(path: Path) -> None:
@@ -180,7 +235,9 @@ class DataFileStore:
         If `chunks` raises, or the total differs from `expected_size`, nothing is
         stored and the error propagates (IncompleteBody for a size mismatch).
         Filesystem failures raise MetadataError InternalError. Memory use is
-        bounded by two write batches whatever the body size.
+        bounded by two write batches whatever the body size. Batches are written as the body
+        pieces arrived (writev, no copy), and each one's writeback to disk is started at once
+        (`_start_writeback`), so the final fsync only waits for the last batches.
         """
         loop = asyncio.get_running_loop()
         key = new_key()
@@ -197,38 +254,43 @@ class DataFileStore:
         pending: asyncio.Future[None] | None = None
         fd_owned = True
         committed = False
-        buf = bytearray()
+        batch: list[bytes] = []
+        batch_bytes = 0
+        written = 0   # file offset of the batch being gathered
         total = 0
+        writeback = not self.no_sync
         try:
             async for chunk in chunks:
                 total += len(chunk)
                 if expected_size is not None and total > expected_size:
                     raise MetadataError("IncompleteBody", 400, "body longer than Content-Length")
-                buf += chunk
-                if len(buf) >= WRITE_BATCH_BYTES:
+                batch.append(chunk)
+                batch_bytes += len(chunk)
+                if batch_bytes >= WRITE_BATCH_BYTES or len(batch) >= WRITE_BATCH_PIECES:
                     if pending is not None:
                         await asyncio.shield(pending)
-                    data, buf = buf, bytearray()
-                    pending = loop.run_in_executor(None, _write_all, fd, data)
+                    pending = loop.run_in_executor(None, _write_batch, fd, batch, written, writeback)
+                    written += batch_bytes
+                    batch, batch_bytes = [], 0
             if pending is not None:
                 await asyncio.shield(pending)
             if expected_size is not None and total != expected_size:
                 raise MetadataError("IncompleteBody", 400,
                                     f"received {total} bytes, Content-Length said {expected_size}")
             fd_owned = False  # _commit closes it, whatever happens
-            await asyncio.shield(loop.run_in_executor(None, self._commit, fd, buf, tmp, final))
+            await asyncio.shield(loop.run_in_executor(None, self._commit, fd, batch, tmp, final))
             committed = True
             return key
         finally:
             if not committed:
                 self._abandon(tmp, fd if fd_owned else None, pending)
 
-    def _commit(self, fd: int, tail: bytearray, tmp: Path, final: Path) -> None:
+    def _commit(self, fd: int, tail: list[bytes], tmp: Path, final: Path) -> None:
         call = "write"
         try:
             try:
                 if tail:
-                    _write_all(fd, tail)
+                    _writev_all(fd, tail)
                 call = "fsync"
                 if not self.no_sync:
                     os.fsync(fd)
@@ -297,6 +359,42 @@ class DataFileStore:
             raise obj_not_found() from exc
         except OSError as exc:
             raise _fs_error("stat", exc) from exc
+
+    async def link(self, key: str) -> str:
+        """A new key naming the same bytes as `key` (a hard link); returned once it is durable.
+
+        Blobs are never modified after their rename into place, so the two names are two
+        independent references: unlinking one leaves the other readable. ObjNotFound when
+        `key` is absent.
+        """
+        src = self.path_for(key)
+        for _ in range(3):   # a collision of 160 random bits: only in theory
+            new = new_key()
+            final = self.path_for(new)
+            try:
+                await asyncio.shield(asyncio.to_thread(self._link_sync, src, final))
+            except FileExistsError:
+                continue
+            except FileNotFoundError as exc:
+                raise obj_not_found() from exc
+            except OSError as exc:
+                raise _fs_error("link", exc) from exc
+            return new
+        raise MetadataError("InternalError", 500, "cannot choose a new key")
+
+    def _link_sync(self, src: Path, final: Path) -> None:
+        os.link(src, final)
+        if self.no_sync:
+            return
+        try:
+            # The new directory entry is durable only once its folder is (as a rename);
+            # the inode's link count rides in the same journal commit.
+            _fsync_dir(final.parent)
+        except OSError:
+            # The copy fails: leave no second name behind that nobody will reference.
+            with contextlib.suppress(OSError):
+                os.unlink(final)
+            raise
 
     async def delete(self, key: str) -> None:
         """Unlink a blob; ObjNotFound when absent.
@@ -443,14 +541,17 @@ def warn_if_exposed(service: str, host: str, secret: str) -> None:
 
 
 class _DataHandler:
-    def __init__(self, store: DataFileStore, body_idle_timeout: float) -> None:
+    def __init__(self, store: DataFileStore, body_idle_timeout: float, copy_enabled: bool = True) -> None:
         self.store = store
         self.body_idle_timeout = body_idle_timeout
+        self.copy_enabled = copy_enabled
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         try:
             if request.method == "GET" and request.raw_path == f"{SERVICE_PATH}?{DISK_USAGE_QUERY}":
                 return await self._disk_usage()
+            if request.method == "POST" and self.copy_enabled:
+                return await self._copy(request)
             if request.method not in ("GET", "PUT", "DELETE"):
                 raise MetadataError("MethodNotAllowed", 405, "The specified method is not allowed")
             key = self._parse_url(request)
@@ -465,7 +566,7 @@ class _DataHandler:
                 log_event(log, logging.ERROR, "data request failed", method=request.method,
                           path=request.raw_path, error=err.description,
                           reqUids=request.headers.get(REQUEST_UIDS_HEADER))
-            headers = {"Allow": "GET, PUT, DELETE"} if err.code == 405 else None
+            headers = {"Allow": "GET, PUT, DELETE" + (", POST" if self.copy_enabled else "")} if err.code == 405 else None
             return error_response(err, headers)
         except Exception as exc:  # a bug must still answer in the protocol's shape, without a trace
             log.exception("data request crashed", extra={"fields": {"method": request.method,
@@ -497,6 +598,23 @@ class _DataHandler:
             # Stricter than the reference ([0-9a-f]*): only keys this server can have made.
             raise MetadataError("InvalidURI", 400, "malformed URI")
         return key
+
+    async def _copy(self, request: web.Request) -> web.Response:
+        """POST /DataFile/<key>?copy: link the blob under a new key, answered as a PUT is (201,
+        Location). The request has no body."""
+        path, _, query = request.raw_path.partition("?")
+        if query != COPY_QUERY:   # any other POST: the original's answer, unchanged
+            raise MetadataError("MethodNotAllowed", 405, "The specified method is not allowed")
+        m = URL_RE.match(path)
+        if m is None or not m.group(3):
+            raise MetadataError("InvalidURI", 400, "malformed URI")
+        if m.group(1) != SERVICE_PATH:
+            raise MetadataError("InvalidAction", 400, "unsupported service")
+        key = m.group(3)
+        if not is_valid_key(key):
+            raise MetadataError("InvalidURI", 400, "malformed URI")
+        new = await self.store.link(key)
+        return web.Response(status=201, headers={"Location": f"{SERVICE_PATH}/{new}"})
 
     async def _disk_usage(self) -> web.Response:
         usage = await self.store.disk_usage()
@@ -557,12 +675,15 @@ class _DataHandler:
 
 
 def make_data_app(store: DataFileStore, *, body_idle_timeout: float = BODY_IDLE_TIMEOUT_S,
-                  secret: str = "") -> web.Application:
+                  secret: str = "", copy_enabled: bool | None = None) -> web.Application:
     """The /DataFile application over `store` (which must already be set up).
 
     With `secret`, a request without the x-dmd-secret header holding it is refused first.
+    `copy_enabled` (default: unless DMD_DATA_NO_COPY is true): serve POST ?copy.
     """
-    data_handler = _DataHandler(store, body_idle_timeout)
+    if copy_enabled is None:
+        copy_enabled = os.environ.get(NO_COPY_ENV, "").strip().lower() not in ("1", "true", "yes")
+    data_handler = _DataHandler(store, body_idle_timeout, copy_enabled)
 
     @web.middleware
     async def dispatch(request: web.Request, handler: Callable[..., Awaitable[web.StreamResponse]]

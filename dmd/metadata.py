@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from aiohttp import web
 
 from shared import jsoncodec, rpc
 from shared.config import DMD_SECRET_AUTH_FIELD, secret_matches
+from shared.listing import ListingStats, list_page
 from shared.log import get_logger, log_event
 from shared.metastore.errors import MetadataError, invalid_argument
 
@@ -39,6 +41,15 @@ PACKET_MAX_BYTES = 64 * 1024
 # streamMaxPendingAck. A listing that reopens its stream past a common prefix reads one or
 # two entries of it: shipping 5 x 1000 entries it throws away cost 35 ms a delimiter listing.
 FIRST_PACKET_ITEMS = 16
+# listObject (docs/protocol.md#listobject): a skip of a run of versions is a seek here, not a round trip,
+# so it is taken after this many skipped entries; and the listing gives the event loop a turn every
+# LISTING_YIELD_EVERY entries read (the engine's reads are synchronous: a bucket of a million delete
+# markers must not hold up the other clients for the whole scan).
+LISTING_MAX_SKIP_RUN = 8
+LISTING_YIELD_EVERY = 256
+# Calls left out of the manifest and refused as unknown, comma-separated: for tests of the clients'
+# fallbacks against a dmd that predates them (e.g. DMD_HIDDEN_CALLS=listObject). Never set in production.
+HIDDEN_CALLS_ENV = "DMD_HIDDEN_CALLS"
 # How often batch statistics are logged at info level (only when they changed).
 STATS_LOG_INTERVAL_S = 60.0
 # How long aiohttp waits for open connections at shutdown; clients are
@@ -75,8 +86,14 @@ class MetadataServer:
 
     def __init__(self, store: Any, *, stream_max_pending_ack: int = rpc.DEFAULT_STREAM_MAX_PENDING_ACK,
                  stream_ack_timeout_ms: int = rpc.DEFAULT_STREAM_ACK_TIMEOUT_MS,
-                 stats_interval_s: float = STATS_LOG_INTERVAL_S, secret: str = "") -> None:
+                 stats_interval_s: float = STATS_LOG_INTERVAL_S, secret: str = "",
+                 hidden_calls: frozenset[str] | None = None) -> None:
         self.store = store
+        if hidden_calls is None:
+            hidden_calls = frozenset(n.strip() for n in os.environ.get(HIDDEN_CALLS_ENV, "").split(",") if n.strip())
+        self.hidden_calls = hidden_calls
+        self._listing_stats = ListingStats()
+        self._listings = 0
         self.secret = secret   # the dmd secret a client's handshake must present; "" = none required
         self.max_pending_ack = stream_max_pending_ack
         self.ack_timeout_ms = stream_ack_timeout_ms
@@ -134,7 +151,9 @@ class MetadataServer:
 
     def stats(self) -> dict[str, Any]:
         return {**self.store.stats(), "open_streams": len(self._streams), "connections": self._connections,
-                "calls": self._calls, "call_errors": self._call_errors}
+                "calls": self._calls, "call_errors": self._call_errors, "listings": self._listings,
+                "listing_entries_read": self._listing_stats.entries_read,
+                "listing_seeks": self._listing_stats.streams_opened}
 
     def _log_stats(self, force: bool = False) -> None:
         stats = self.stats()
@@ -207,17 +226,21 @@ class MetadataServer:
 
     async def _dispatch(self, sid: str, name: str, params: Any) -> Any:
         if name == rpc.CALL_GET_MANIFEST:
-            return rpc.manifest()
-        if name not in rpc.MANIFEST_CALLS:
+            return rpc.manifest(self.hidden_calls)
+        if name not in rpc.MANIFEST_CALLS or name in self.hidden_calls:
             raise invalid_argument(f"Unknown remote call {name} in namespace {rpc.NAMESPACE}")
         p = rpc.parse_params(name, params)
         args = rpc.parse_call_args(name, p.rpc_args)
-        if name == rpc.CALL_PUT:
-            return await self.store.put(p.sub_level, *args)
+        if name == rpc.CALL_PUT or name == rpc.CALL_DEL:
+            write = self.store.put if name == rpc.CALL_PUT else self.store.delete
+            if p.sub_level != [rpc.INVALIDATED_SUBLEVEL]:
+                return await write(p.sub_level, *args)
+            try:
+                return await write(p.sub_level, *args)
+            finally:   # whatever the outcome (a failed write may still have landed): before the reply
+                await self._invalidate(args[0])
         if name == rpc.CALL_GET:
             return await self.store.get(p.sub_level, *args)
-        if name == rpc.CALL_DEL:
-            return await self.store.delete(p.sub_level, *args)
         if name == rpc.CALL_CREATE_READ_STREAM:
             return await self._open_stream(sid, self.store.read_stream(p.sub_level, args[0]))
         if name == rpc.CALL_RAW_LIST_KEYS:
@@ -228,7 +251,34 @@ class MetadataServer:
             return await self.store.get_disk_usage()
         if name == rpc.CALL_GET_STATS:
             return self.stats()
+        if name == rpc.CALL_LIST_OBJECT:
+            return await self._list_object(p.sub_level, args[0])
         raise invalid_argument(f"Unknown remote call {name} in namespace {rpc.NAMESPACE}")
+
+    async def _list_object(self, sub_level: list[str], params: dict[str, Any]) -> dict[str, Any]:
+        """listObject: one page of `params.listingType` over the sublevel, run here over the engine's
+        streams (a skip past a common prefix is a seek), values projected to the listing fields."""
+        if not sub_level:
+            raise invalid_argument(f"{rpc.CALL_LIST_OBJECT}: subLevel must name the bucket's sublevel")
+        stats = ListingStats()
+        store = self.store
+
+        def open_stream(options: dict[str, Any]) -> AsyncIterator[Any]:
+            return store.read_stream(sub_level, options)
+        try:
+            return await list_page(open_stream, params.get("listingType"), params, stats=stats,
+                                   max_skip_run=LISTING_MAX_SKIP_RUN, yield_every=LISTING_YIELD_EVERY)
+        finally:
+            self._listings += 1
+            self._listing_stats.add(stats)
+
+    async def _invalidate(self, key: str) -> None:
+        """Tell every client that a bucket record may have changed (the bucketInvalidation extension).
+        Queued on each connection before the writer's reply: socket.io keeps per-connection order."""
+        try:
+            await self.sio.emit(rpc.EVENT_INVALIDATE, {"key": key}, namespace=rpc.NAMESPACE)
+        except Exception:   # a client going away; a dead connection's cache dies with it
+            logger.debug("invalidation not sent", exc_info=True)
 
     # ---- streams (docs/protocol.md#read-streams) ----------------------------------
 

@@ -6,10 +6,11 @@ from dataclasses import dataclass
 
 from shared.config import DEFAULT_MAX_REQUEST_HEADER_BYTES, DEFAULT_REQUEST_BODY_TIMEOUT_MS, Config
 from shared.errors import S3Error
+# Listings, ListParts, DeleteObjects: the default and cap of a page (owned by shared/listing: the dmd lists too).
+from shared.listing.common import MAX_PAGE  # noqa: F401
 
 MAX_KEY_BYTES = 1024                    # an object key, in UTF-8
 MAX_SINGLE_UPLOAD_BYTES = 5 * 1024 ** 3  # one PutObject, POST object, CopyObject, UploadPart(Copy) body
-MAX_PAGE = 1000                         # listings, ListParts, DeleteObjects: the cap and default of a page
 MAX_USER_METADATA_BYTES = 2048          # x-amz-meta-* names (without the prefix) and values together
 
 

@@ -102,6 +102,31 @@ async def store_stream(services: "Services", location_name: str, chunks: AsyncIt
     return [record]
 
 
+async def link_locations(services: "Services", location_name: str,
+                         locations: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """Copy by reference: each blob of `locations` named again under a new key of `location_name`
+    (`DataBackend.copy_blob`; the dmd hard-links it), and the new pieces' records: the same
+    fields (size, start, dataStoreETag, encryption fields) with the new key and location.
+    None when it cannot be done without moving bytes (a piece on another store, a store
+    without the call): the caller streams. Nothing it made is left behind when it fails."""
+    target = services.data_for(location_name)
+    for loc in locations:
+        if not target.shares_store_with(_backend_of(services, loc)):
+            return None
+    made: list[dict[str, Any]] = []
+    try:
+        for loc in locations:
+            new_key = await target.copy_blob(loc["key"])
+            if new_key is None:
+                await free_locations(services, made)
+                return None
+            made.append({**loc, "key": new_key, "dataStoreName": location_name})
+    except BaseException:
+        await asyncio.shield(free_locations(services, made))
+        raise
+    return made
+
+
 async def _hashing(chunks: AsyncIterator[bytes], md5: Any) -> AsyncIterator[bytes]:
     async for chunk in chunks:
         md5.update(chunk)

@@ -34,18 +34,17 @@ import uuid
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 
 from gateway.models import BucketMD, ObjectMD, PartMD, UploadMD, now_iso
-from shared import jsoncodec, versionid
+from shared import jsoncodec, rpc, versionid
+from shared.listing import LISTING_MPU, MPU_OVERVIEW_PREFIX, SPLITTER, overview_key  # the shadow bucket's layout
 from shared.metastore.errors import PRECONDITION_FAILED, MetadataError
 
 if TYPE_CHECKING:
     from gateway.metadata.client import MetadataClient
     from shared.config import Config
 
-METASTORE = "__metastore"
+METASTORE = rpc.INVALIDATED_SUBLEVEL   # "__metastore": bucket records (the dmd announces their changes)
 USERS_BUCKET = "users..bucket"
-SPLITTER = "..|.."
 MPU_SHADOW_PREFIX = "mpuShadowBucket"
-MPU_OVERVIEW_PREFIX = "overview" + SPLITTER
 PART_NUMBER_DIGITS = 5
 ADMIN_OWNER = "admin"
 VERSIONS_END = versionid.VERSIONS_END
@@ -68,10 +67,6 @@ OpenStream = Callable[[dict[str, Any]], AsyncIterator[dict[str, Any]]]
 def shadow_bucket(bucket: str) -> str:
     """The sublevel holding a bucket's multipart uploads."""
     return MPU_SHADOW_PREFIX + bucket
-
-
-def overview_key(object_key: str, upload_id: str) -> str:
-    return MPU_OVERVIEW_PREFIX + object_key + SPLITTER + upload_id
 
 
 def part_key(upload_id: str, part_number: int) -> str:
@@ -140,7 +135,8 @@ class Store:
         client = RemoteMetadataClient(config.metadata_client.host, config.metadata_client.port,
                                       call_timeout_ms=config.call_timeout_ms, secret=config.dmd_secret,
                                       retry_window_ms=config.retry_window_ms,
-                                      ssl_context=dmd_tls.client_context(config))   # TLS to the dmd
+                                      ssl_context=dmd_tls.client_context(config),   # TLS to the dmd
+                                      socket_path=config.metadata_client.socket_path)   # METADATA_SOCKET
         return cls(client, config.replication_group_id)
 
     # ------------------------------------------------------------ service
@@ -179,6 +175,14 @@ class Store:
                 return None
             raise
 
+    async def _cached_bucket_record(self, name: str) -> str | None:
+        try:
+            return await self.client.get_bucket_record(name)
+        except MetadataError as exc:
+            if exc.type == "ObjNotFound":
+                return None
+            raise
+
     async def _write_if(self, sublevel: list[str], key: str, value: str | None, *, absent: bool = False,
                         match: str | None = None) -> bool:
         """Put `value` (None: delete) only if the key is absent / holds exactly `match`; False when
@@ -210,8 +214,9 @@ class Store:
         """The bucket's attributes; None when it does not exist. A bucket marked deleted by a
         DeleteBucket in progress (or interrupted) is settled first: gone if it is empty, else
         unmarked and returned."""
-        for _ in range(BUCKET_RECORD_ATTEMPTS):
-            raw = await self._raw([METASTORE], name)
+        for attempt in range(BUCKET_RECORD_ATTEMPTS):
+            # The first read may come from the client's coherent cache; after a settlement, fresh.
+            raw = await (self._cached_bucket_record(name) if attempt == 0 else self._raw([METASTORE], name))
             if raw is None:
                 return None
             doc = jsoncodec.loads(raw)
@@ -304,11 +309,24 @@ class Store:
             await self._write_if([USERS_BUCKET], users_bucket_key(owner, name), None, match=_users_entry(created))
         return SETTLED_DELETED
 
-    async def bucket_alive(self, info: BucketMD) -> bool:
+    def bucket_watch(self) -> int | None:
+        """Taken before a write into a bucket, passed to bucket_alive after it."""
+        return self.client.bucket_watch()
+
+    async def bucket_alive(self, info: BucketMD, since: int | None = None) -> bool:
         """After a write into the bucket `info` was read from: whether that bucket still exists.
         A deletion mark is settled: the write is in the bucket, so a pending delete fails
         (BucketNotEmpty) unless it already removed the record, in which case the writer undoes its
-        write (NoSuchBucket)."""
+        write (NoSuchBucket).
+
+        `since` (bucket_watch() before the write): when no bucket record changed since (the dmd
+        announces every change ahead of the replies that follow it, docs/protocol.md#bucket-record-
+        invalidation), the write landed while the cached record held, and no read is needed."""
+        cached = self.client.bucket_unchanged_since(info.name, since)
+        if cached is not None:
+            doc = jsoncodec.loads(cached)
+            if not doc.get(DELETED) and _same_bucket(doc, info):
+                return True
         for _ in range(BUCKET_RECORD_ATTEMPTS):
             record = await self._same_bucket_record(info)
             if record is None:
@@ -385,6 +403,12 @@ class Store:
         """Opens read streams over a bucket's keys (masters and versions), for the listing algorithms."""
         return functools.partial(self.client.read_stream, [bucket])
 
+    async def list_objects(self, bucket: str, listing_type: str, params: dict[str, Any]) -> dict[str, Any]:
+        """One page of a bucket's listing (`listing_type` Delimiter, DelimiterMaster or
+        DelimiterVersions, `params` under their wire names: docs/listing.md), computed where the
+        keys are. Listed values are the listing fields (dicts) or the stored text."""
+        return await self.client.list_page([bucket], listing_type, params)
+
     async def versions_of(self, bucket: str, key: str) -> AsyncIterator[ObjectMD]:
         """Every stored document of `key`: the master, then its versions (placeholders included)."""
         stream = self.client.read_stream([bucket], {"gte": key, "lt": key + VERSIONS_END})
@@ -455,6 +479,10 @@ class Store:
         """Opens read streams over a bucket's upload records, for the MPU listing algorithm."""
         return functools.partial(self.client.read_stream, [shadow_bucket(bucket)])
 
+    async def list_uploads(self, bucket: str, params: dict[str, Any]) -> dict[str, Any]:
+        """One page of ListMultipartUploads (the MPU listing over the bucket's shadow sublevel)."""
+        return await self.client.list_page([shadow_bucket(bucket)], LISTING_MPU, params)
+
     async def get_part(self, bucket: str, upload_id: str, part_number: int) -> PartMD | None:
         """One part's record, None when the part was never uploaded (or is gone)."""
         doc = await self._find([shadow_bucket(bucket)], part_key(upload_id, part_number))
@@ -493,7 +521,7 @@ class Store:
     @staticmethod
     def _is_placeholder(value: str) -> bool:
         """A PHD master's stored value, tested exactly as the listing algorithms test it
-        (gateway/listing/common.is_phd: `"isPHD": true`), so that DeleteBucket agrees with them."""
+        (shared/listing/common.is_phd: `"isPHD": true`), so that DeleteBucket agrees with them."""
         if "isPHD" not in value:   # the common case, without a JSON parse
             return False
         try:

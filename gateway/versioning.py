@@ -22,7 +22,7 @@ undone and answers NoSuchBucket; otherwise that DeleteBucket answers BucketNotEm
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from gateway.models import BucketMD, ObjectMD
 from gateway.objectdata import free_locations, free_new_data
@@ -172,12 +172,17 @@ async def commit_new_object(services: "Services", bucket: BucketMD, key: str, md
     the commit.
     """
     try:
-        master = await services.store.get_object(bucket.name, key)
+        # An unversioned bucket's commit reads what it replaces in the same step (replace_object):
+        # only a condition needs the master beforehand.
+        master = None
+        if check is not None or bucket.versioning_status is not None:
+            master = await services.store.get_object(bucket.name, key)
         if check is not None:
             check(master)
     except BaseException:
         await free_locations(services, new_locations, log)
         raise
+    since = services.store.bucket_watch()
     try:
         committed = await commit_version(services.store, bucket, key, md, master)
     except BaseException as exc:
@@ -185,7 +190,7 @@ async def commit_new_object(services: "Services", bucket: BucketMD, key: str, md
         raise
     for freed in committed.freed:
         await free_locations(services, freed, log)
-    if not await services.store.bucket_alive(bucket):
+    if not await services.store.bucket_alive(bucket, since):
         await undo_commit(services.store, bucket, key, committed)
         await free_locations(services, new_locations, log)
         raise S3Error("NoSuchBucket", BucketName=bucket.name)
@@ -202,24 +207,31 @@ async def undo_commit(store: "Store", bucket: BucketMD, key: str, committed: Com
 
 async def delete_object(services: "Services", bucket: BucketMD, key: str, version: str | None,
                         actor: Account, log: dict[str, Any] | None = None,
-                        bypass_governance: bool = False) -> Deleted:
+                        bypass_governance: bool = False,
+                        free: Callable[[Locations], Awaitable[None]] | None = None) -> Deleted:
     """Delete `key` (or the version an API versionId names) as DeleteObject does; shared with
     DeleteObjects and anything that expires objects. A version under Object Lock (gateway/objectlock.py)
-    is not removed (AccessDenied); `bypass_governance`: the request may bypass GOVERNANCE retention."""
+    is not removed (AccessDenied); `bypass_governance`: the request may bypass GOVERNANCE retention.
+    `free` gets the data no longer referenced, only after the metadata commit (default: freed here;
+    DeleteObjects frees a whole request's data later, off the response path)."""
     store = services.store
+    if free is None:
+        async def free(locations: Locations) -> None:
+            await free_locations(services, locations, log)
     if version is None:
-        master = await store.get_object(bucket.name, key)
         if bucket.versioning_status is None:
-            if master is not None:
-                removed = await store.remove_object(bucket.name, key)   # may be newer than `master`
-                if removed is not None:
-                    await free_locations(services, removed.data_locations, log)
+            # The removal returns what it removed (None: nothing was there), in one step.
+            removed = await store.remove_object(bucket.name, key)
+            if removed is not None:
+                await free(removed.data_locations)
             return Deleted()
+        master = await store.get_object(bucket.name, key)
         marker = ObjectMD.delete_marker(key, actor.canonical_id, actor.name)
+        since = store.bucket_watch()
         committed = await commit_version(store, bucket, key, marker, master)
         for freed in committed.freed:
-            await free_locations(services, freed, log)
-        if not await store.bucket_alive(bucket):
+            await free(freed)
+        if not await store.bucket_alive(bucket, since):
             await undo_commit(store, bucket, key, committed)
             raise S3Error("NoSuchBucket", BucketName=bucket.name)
         vid = external_version_id(marker, committed.version_id) if committed.version_id else None
@@ -236,5 +248,5 @@ async def delete_object(services: "Services", bucket: BucketMD, key: str, versio
     check_removable(md, bypass_governance)
     # The null version as the master is removed as a version, so that the engine repairs the master.
     await store.delete_object(bucket.name, key, version_id or md.version_id)
-    await free_locations(services, md.data_locations, log)
+    await free(md.data_locations)
     return Deleted(version, md.is_delete_marker)

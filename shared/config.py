@@ -52,10 +52,23 @@ class ConfigError(Exception):
     """A configuration file or variable is malformed; the message names it."""
 
 
+# A Unix-domain socket between a gateway and a dmd on one host (ours, docs/operations.md#unix-sockets):
+# env METADATA_SOCKET / DATA_SOCKET, or config.json metadataClient.socketPath / dataClient.socketPath
+# (the gateway connects there instead of host:port) and metadataDaemon.socketPath /
+# dataDaemon.socketPath (the dmd listens there besides its TCP port). The variable sets both sides, so
+# one environment serves a dmd and a gateway started together (`make start`). "" = none (TCP).
+METADATA_SOCKET_ENV = "METADATA_SOCKET"
+DATA_SOCKET_ENV = "DATA_SOCKET"
+# sockaddr_un.sun_path is 108 bytes on Linux, the terminating NUL included.
+MAX_SOCKET_PATH_BYTES = 107
+
+
 @dataclass(frozen=True)
 class HostPort:
     host: str
     port: int
+    # A Unix-domain socket path: when set, the client connects there and host/port are unused.
+    socket_path: str = ""
 
 
 @dataclass(frozen=True)
@@ -65,12 +78,14 @@ class MetadataDaemonConfig:
     stream_max_pending_ack: int = DEFAULT_STREAM_MAX_PENDING_ACK
     stream_ack_timeout_ms: int = DEFAULT_STREAM_ACK_TIMEOUT_MS
     write_batch_max_ops: int = DEFAULT_WRITE_BATCH_MAX_OPS
+    socket_path: str = ""   # also listen on this Unix-domain socket ("" = TCP only)
 
 
 @dataclass(frozen=True)
 class DataDaemonConfig:
     bind_address: str = "localhost"
     port: int = 9991
+    socket_path: str = ""   # also listen on this Unix-domain socket ("" = TCP only)
 
 
 @dataclass(frozen=True)
@@ -395,6 +410,13 @@ def _env_port(env: Mapping[str, str], name: str) -> int:
     return int(value)
 
 
+def _check_socket_path(name: str, value: str) -> None:
+    """A Unix-domain socket path must fit sockaddr_un (the kernel refuses longer ones at bind/connect)."""
+    if value and len(os.fsencode(value)) > MAX_SOCKET_PATH_BYTES:
+        raise ConfigError(f"{name} / socketPath: {value!r} is longer than {MAX_SOCKET_PATH_BYTES} bytes, "
+                          "the limit of a Unix-domain socket path")
+
+
 def _dmd_tls(path: Path, r: "_Reader", env: Mapping[str, str]) -> dict[str, str] | None:
     """config.json `dmdTls` {cert, key, ca}, each overridden by DMD_TLS_CERT / _KEY / _CA (shared/dmd_tls.py)."""
     tls = dict(r.get("dmdTls", dict, {}, "an object {cert, key, ca}"))
@@ -455,6 +477,18 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         metadata_client = HostPort(metadata_client.host, _env_port(env, "METADATA_PORT"))
     if env.get("DATA_PORT"):
         data_client = HostPort(data_client.host, _env_port(env, "DATA_PORT"))
+    md_socket, dd_socket = md.string("socketPath", ""), dd.string("socketPath", "")
+    metadata_client = HostPort(metadata_client.host, metadata_client.port, mc.string("socketPath", ""))
+    data_client = HostPort(data_client.host, data_client.port, dc.string("socketPath", ""))
+    if METADATA_SOCKET_ENV in env:   # set (even empty: TCP) on both sides, the dmd's and the gateway's
+        md_socket = env[METADATA_SOCKET_ENV]
+        metadata_client = HostPort(metadata_client.host, metadata_client.port, md_socket)
+    if DATA_SOCKET_ENV in env:
+        dd_socket = env[DATA_SOCKET_ENV]
+        data_client = HostPort(data_client.host, data_client.port, dd_socket)
+    for name, value in ((METADATA_SOCKET_ENV, md_socket), (DATA_SOCKET_ENV, dd_socket),
+                        (METADATA_SOCKET_ENV, metadata_client.socket_path), (DATA_SOCKET_ENV, data_client.socket_path)):
+        _check_socket_path(name, value)
 
     locations = _parse_locations(location_path, _read_json(location_path, "location file"))
     for host, loc in rest_endpoints.items():
@@ -520,8 +554,8 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
             md_bind, md.port("port", 9990),
             md.positive("streamMaxPendingAck", DEFAULT_STREAM_MAX_PENDING_ACK),
             md.positive("streamAckTimeoutMs", DEFAULT_STREAM_ACK_TIMEOUT_MS),
-            md.positive("writeBatchMaxOps", DEFAULT_WRITE_BATCH_MAX_OPS)),
-        data_daemon=DataDaemonConfig(dd_bind, dd.port("port", 9991)),
+            md.positive("writeBatchMaxOps", DEFAULT_WRITE_BATCH_MAX_OPS), md_socket),
+        data_daemon=DataDaemonConfig(dd_bind, dd.port("port", 9991), dd_socket),
         locations=locations,
         accounts=accounts,
         metadata_backend=metadata_backend,

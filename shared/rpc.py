@@ -24,12 +24,13 @@ __all__ = [
     "EVENT_CALL", "EVENT_STREAM_DATA", "EVENT_STREAM_END", "EVENT_STREAM_ERROR", "EVENT_STREAM_HANGUP",
     "DEFAULT_CALL_TIMEOUT_MS", "DEFAULT_STREAM_MAX_PENDING_ACK", "DEFAULT_STREAM_ACK_TIMEOUT_MS",
     "CALL_GET_MANIFEST", "CALL_PUT", "CALL_GET", "CALL_DEL", "CALL_CREATE_READ_STREAM",
-    "CALL_RAW_LIST_KEYS", "CALL_GET_UUID", "CALL_GET_DISK_USAGE", "CALL_GET_STATS",
+    "CALL_RAW_LIST_KEYS", "CALL_GET_UUID", "CALL_GET_DISK_USAGE", "CALL_GET_STATS", "CALL_LIST_OBJECT",
     "MANIFEST_CALLS", "STREAM_CALLS", "CallParams", "build_params", "parse_params", "parse_call_args",
     "manifest", "stream_marker", "parse_stream_marker", "new_stream_id", "stream_id_of",
     "flatten_error", "unflatten_error", "timeout_error", "stream_timeout_error", "payload_size",
-    "MAX_KEY_BYTES", "MAX_VALUE_BYTES", "EXTENSION_CONDITIONAL_WRITES", "OPT_IF_ABSENT", "OPT_IF_MATCH",
-    "OPT_RETURN_PREVIOUS", "CONDITION_OPTIONS", "PRECONDITION_FAILED", "has_conditions", "supports",
+    "MAX_KEY_BYTES", "MAX_VALUE_BYTES", "EXTENSION_CONDITIONAL_WRITES", "EXTENSION_BUCKET_INVALIDATION",
+    "EVENT_INVALIDATE", "INVALIDATED_SUBLEVEL", "OPT_IF_ABSENT", "OPT_IF_MATCH",
+    "OPT_RETURN_PREVIOUS", "CONDITION_OPTIONS", "PRECONDITION_FAILED", "has_conditions", "supports", "offers",
 ]
 
 # The metadata service lives on this socket.io namespace, default path (docs/protocol.md#transport).
@@ -57,10 +58,14 @@ CALL_GET_UUID = "getUUID"
 CALL_GET_DISK_USAGE = "getDiskUsage"
 # Ours, not the original's: batch and stream statistics of the dmd.
 CALL_GET_STATS = "getStats"
+# Ours: one listing page computed in the dmd (docs/protocol.md#listobject). A client uses it only when
+# the manifest names it (the original dmd's does not) and reads streams otherwise.
+CALL_LIST_OBJECT = "listObject"
 
 # The manifest lists sync calls first, then async calls, without getManifest (docs/protocol.md#handshake).
 MANIFEST_CALLS: tuple[str, ...] = (CALL_CREATE_READ_STREAM, CALL_RAW_LIST_KEYS, CALL_GET_UUID,
-                                   CALL_PUT, CALL_DEL, CALL_GET, CALL_GET_DISK_USAGE, CALL_GET_STATS)
+                                   CALL_PUT, CALL_DEL, CALL_GET, CALL_GET_DISK_USAGE, CALL_GET_STATS,
+                                   CALL_LIST_OBJECT)
 # Calls whose result is a stream marker (docs/protocol.md#read-streams).
 STREAM_CALLS = frozenset({CALL_CREATE_READ_STREAM, CALL_RAW_LIST_KEYS})
 
@@ -68,7 +73,13 @@ STREAM_CALLS = frozenset({CALL_CREATE_READ_STREAM, CALL_RAW_LIST_KEYS})
 # "api" and ignore it). conditionalWrites: the ifAbsent / ifMatch / returnPrevious options of a
 # plain put or del, and the PreconditionFailed error (docs/protocol.md#conditional-writes).
 EXTENSION_CONDITIONAL_WRITES = "conditionalWrites"
-EXTENSIONS: tuple[str, ...] = (EXTENSION_CONDITIONAL_WRITES,)
+# bucketInvalidation: after every put or del in the INVALIDATED_SUBLEVEL (bucket records), before
+# its reply, the dmd sends EVENT_INVALIDATE {"key": <bucket name>} to every connected client, so a
+# client may cache those records while connected (docs/protocol.md#bucket-record-invalidation).
+EXTENSION_BUCKET_INVALIDATION = "bucketInvalidation"
+EXTENSIONS: tuple[str, ...] = (EXTENSION_CONDITIONAL_WRITES, EXTENSION_BUCKET_INVALIDATION)
+EVENT_INVALIDATE = "md-invalidate"
+INVALIDATED_SUBLEVEL = "__metastore"
 
 # Input limits. S3 keys are at most 915 bytes (plus a version suffix); the
 # largest legitimate value is an MPU object with 10 000 part locations, a few MB.
@@ -76,7 +87,7 @@ MAX_KEY_BYTES = 16 * 1024
 MAX_VALUE_BYTES = 32 * 1024 * 1024
 
 # Calls addressed to a sublevel must say which one; root calls may omit it.
-_SUBLEVEL_REQUIRED = frozenset({CALL_PUT, CALL_GET, CALL_DEL, CALL_CREATE_READ_STREAM})
+_SUBLEVEL_REQUIRED = frozenset({CALL_PUT, CALL_GET, CALL_DEL, CALL_CREATE_READ_STREAM, CALL_LIST_OBJECT})
 
 
 @dataclass(frozen=True)
@@ -158,7 +169,8 @@ def parse_call_args(name: str, args: list[Any]) -> tuple[Any, ...]:
     """Check and normalise the positional rpcArgs of call `name` (docs/protocol.md#calls).
 
     put -> (key, value, options); get/del -> (key, options);
-    createReadStream/rawListKeys -> (options,); others -> ().
+    createReadStream/rawListKeys -> (options,); listObject -> (params,) with params.listingType
+    (checked by shared/listing/page.make_algorithm); others -> ().
     """
     if name == CALL_PUT:
         key = _arg_key(name, args, 0)
@@ -170,14 +182,22 @@ def parse_call_args(name: str, args: list[Any]) -> tuple[Any, ...]:
         return key, args[1], _arg_options(name, args, 2)
     if name in (CALL_GET, CALL_DEL):
         return _arg_key(name, args, 0), _arg_options(name, args, 1)
-    if name in STREAM_CALLS:
+    if name in STREAM_CALLS or name == CALL_LIST_OBJECT:
         return (_arg_options(name, args, 0),)
     return ()
 
 
-def manifest() -> dict[str, Any]:
-    """The getManifest reply (docs/protocol.md#handshake), with our extensions."""
-    return {"apiVersion": API_VERSION, "api": [{"name": n} for n in MANIFEST_CALLS], "extensions": list(EXTENSIONS)}
+def manifest(hidden: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
+    """The getManifest reply (docs/protocol.md#handshake), with our extensions; `hidden` calls left out
+    (a dmd that plays an older one, for tests of the clients' fallbacks)."""
+    return {"apiVersion": API_VERSION, "api": [{"name": n} for n in MANIFEST_CALLS if n not in hidden],
+            "extensions": list(EXTENSIONS)}
+
+
+def offers(manifest_reply: Any, call: str) -> bool:
+    """Whether a getManifest reply lists `call` in its api."""
+    api = manifest_reply.get("api") if isinstance(manifest_reply, dict) else None
+    return isinstance(api, list) and any(isinstance(e, dict) and e.get("name") == call for e in api)
 
 
 def supports(manifest_reply: Any, extension: str) -> bool:

@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,7 +84,8 @@ class PortInUse(RuntimeError):
 
 def _base_env(extra: dict[str, str] | None) -> dict[str, str]:
     # DMD_SECRET too: a test gives it to both sides explicitly, or to neither.
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("S3", "SCALITY_", "AWS_", "DMD_SECRET"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("S3", "SCALITY_", "AWS_", "DMD_SECRET", "METADATA_SOCKET", "DATA_SOCKET"))}
     # METRICS_PORT=0: test gateways open no metrics port unless a test asks for one.
     env.update({"PYTHONUNBUFFERED": "1", "LOG_LEVEL": os.environ.get("TEST_LOG_LEVEL", "warn"), "METRICS_PORT": "0"})
     env.update(extra or {})
@@ -199,6 +201,9 @@ class Dmd(Proc):
     data_port: int = 0
     metadata_path: Path = field(default_factory=Path)
     data_path: Path = field(default_factory=Path)
+    # Unix-domain sockets it also listens on (start_dmd(sockets=True)); "" = TCP only.
+    metadata_socket: str = ""
+    data_socket: str = ""
 
     def discover_ports(self, new_log: str) -> bool:
         """The dmd binds port 0 on its first start and names the ports it got; later starts
@@ -215,13 +220,28 @@ class Dmd(Proc):
         return True
 
 
-def start_dmd(tmp: Path, env: dict[str, str] | None = None, start: bool = True) -> Dmd:
-    """A dmd on ports it binds itself (known once started: `metadata_port`, `data_port`)."""
+def socket_dir(tmp: Path) -> Path:
+    """A folder for Unix-domain sockets: `tmp` when its paths fit sockaddr_un (108 bytes), else a
+    short one under the system's temp folder (pytest's folders can be long)."""
+    if len(os.fsencode(str(tmp))) <= 80:
+        return tmp
+    return Path(tempfile.mkdtemp(prefix="pys3-"))
+
+
+def start_dmd(tmp: Path, env: dict[str, str] | None = None, start: bool = True, sockets: bool = False) -> Dmd:
+    """A dmd on ports it binds itself (known once started: `metadata_port`, `data_port`); with
+    `sockets`, also on Unix-domain sockets (`metadata_socket`, `data_socket`, known at once), which
+    `start_gateway` then uses."""
     tmp.mkdir(parents=True, exist_ok=True)
     md, dd = tmp / "localMetadata", tmp / "localData"
-    e = _base_env({"S3METADATAPATH": str(md), "S3DATAPATH": str(dd), **(env or {})})
+    socks: dict[str, str] = {}
+    if sockets:
+        where = socket_dir(tmp)
+        socks = {"METADATA_SOCKET": str(where / "metadata.sock"), "DATA_SOCKET": str(where / "data.sock")}
+    e = _base_env({"S3METADATAPATH": str(md), "S3DATAPATH": str(dd), **socks, **(env or {})})
     args = [sys.executable, "-m", "dmd", "--metadata-port", "0", "--data-port", "0", "--bind", "127.0.0.1"]
-    d = Dmd(args, e, [0, 0], tmp / "dmd.log", metadata_path=md, data_path=dd)
+    d = Dmd(args, e, [0, 0], tmp / "dmd.log", metadata_path=md, data_path=dd,
+            metadata_socket=e.get("METADATA_SOCKET", ""), data_socket=e.get("DATA_SOCKET", ""))
     return d.start() if start else d
 
 
@@ -241,7 +261,8 @@ class Gateway(Proc):
 
 def start_gateway(tmp: Path, dmd: Dmd | None = None, env: dict[str, str] | None = None,
                   workers: int = 1) -> Gateway:
-    """A gateway on a free port: over `dmd` (file backend) or, with dmd=None, S3BACKEND=mem."""
+    """A gateway on a free port: over `dmd` (file backend; through its Unix-domain sockets when it has
+    them, unless `env` names others) or, with dmd=None, S3BACKEND=mem."""
     tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
     e = _base_env(env)
@@ -251,4 +272,10 @@ def start_gateway(tmp: Path, dmd: Dmd | None = None, env: dict[str, str] | None 
     else:
         e["METADATA_HOST"] = e["DATA_HOST"] = "127.0.0.1"
         e["METADATA_PORT"], e["DATA_PORT"] = str(dmd.metadata_port), str(dmd.data_port)
+        # A stand-in with only the ports (a proxy in front of a dmd) has no sockets.
+        sockets = (("METADATA_SOCKET", getattr(dmd, "metadata_socket", "")),
+                   ("DATA_SOCKET", getattr(dmd, "data_socket", "")))
+        for name, path in sockets:
+            if path and name not in (env or {}):
+                e[name] = path
     return Gateway(args, e, [port], tmp / f"gateway-{port}.log", port=port).start()

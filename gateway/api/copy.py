@@ -7,9 +7,15 @@ account may (delete markers answered as AWS does), the
 bytes are streamed from its location list into ONE new blob of the
 destination's location while hashing, so a copy of a multipart object is a
 single-part object whose ETag is the MD5 of its data.
+
+Copy by reference (issue 18, `_link_data`): when the new object's bytes would be exactly the
+source blob's (same store, whole object, one piece, no re-encryption, no checksum to compute), the
+store names the blob again under a new key (`DataBackend.copy_blob`: a hard link on the dmd) and
+no byte moves; the metadata is what streaming would have written. Anything else streams.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 from dataclasses import dataclass
@@ -18,7 +24,7 @@ from urllib.parse import unquote
 
 from starlette.responses import Response
 
-from gateway import checksums, objectlock, placement, sse
+from gateway import checksums, encryption as enc, objectlock, placement, sse
 from gateway.data.base import ObjectName
 from gateway.api.common import (
     check_conditions,
@@ -30,7 +36,8 @@ from gateway.authz import authorize, new_object_acl, new_object_owner
 from gateway.context import RequestContext
 from gateway.limits import MAX_SINGLE_UPLOAD_BYTES
 from gateway.models import EMPTY_MD5, BucketMD, ObjectMD, checksum_record, new_object_md
-from gateway.objectdata import read_range, store_stream, stored_md5
+from gateway.objectdata import (link_locations, location_record, part_md5_of_location, read_range, store_stream,
+                                 stored_md5)
 from gateway.router import action
 from gateway.versioning import commit_new_object, external_version_id, get_current, get_version, refuse_version_id
 from gateway.xml import root, sub
@@ -154,6 +161,10 @@ async def copy_data(ctx: RequestContext, src: SourceObject, first: int, last: in
     """Stream bytes first..last of the source into one new blob of `dest`'s location: opened with
     the source's keys (`source_key`: its SSE-C key), sealed with `encryption` (gateway/sse.py)."""
     size = last - first + 1
+    if size > 0 and first == 0 and last == src.size - 1 and source_key is None:
+        linked = await _link_data(ctx, src, location or dest.location, checksum_algorithm, encryption)
+        if linked is not None:
+            return linked
     md5 = hashlib.md5()
     hasher = checksums.new_hasher(checksum_algorithm) if checksum_algorithm else None
     if size <= 0:
@@ -165,6 +176,64 @@ async def copy_data(ctx: RequestContext, src: SourceObject, first: int, last: in
                                    keys=encryption.keys(ctx.services) if encryption is not None else None, name=name)
     checksum = (checksum_algorithm, checksums.b64(hasher.digest())) if hasher and checksum_algorithm else None
     return CopiedData(locations, size, stored_md5(locations, md5.hexdigest()), checksum)
+
+
+_MD5_HEX = re.compile(r"[0-9a-f]{32}")
+_ENCRYPTION_FIELDS = (enc.F_SCHEME, enc.F_KEY_ID, enc.F_DATA_KEY, enc.F_CONTEXT, enc.F_NONCE, enc.F_STORED_SIZE)
+
+
+def _same_encryption(ctx: RequestContext, src_md: ObjectMD, loc: dict[str, Any],
+                     encryption: sse.Encryption | None) -> bool:
+    """Whether the source blob `loc` is, byte for byte, what a write with `encryption` may store.
+    Plaintext to plaintext; SSE-S3/SSE-KMS only under the same master key, context and algorithm
+    (the algorithm decides what the ETag is the MD5 of). SSE-C never (its key is the customer's).
+    Sharing the sealed blob shares its data key and nonces, but only for identical plaintext."""
+    if loc.get("cipheredDataKey"):   # the original's own encryption: streaming refuses it properly
+        return False
+    if encryption is None:
+        return not enc.is_encrypted(loc)
+    if encryption.customer is not None or not enc.is_encrypted(loc) or loc.get(enc.F_CUSTOMER):
+        return False
+    if src_md.get(sse.MD_ALGORITHM) != (encryption.algorithm or sse.AES256):
+        return False
+    keys = encryption.keys(ctx.services)
+    if not isinstance(keys, enc.KmsKeys) or loc.get(enc.F_KEY_ID) != keys.key_id:
+        return False
+    context = base64.b64encode(keys.context).decode() if keys.context else None
+    return loc.get(enc.F_CONTEXT) == context
+
+
+async def _link_data(ctx: RequestContext, src: SourceObject, location: str, checksum_algorithm: str | None,
+                     encryption: sse.Encryption | None) -> CopiedData | None:
+    """The whole source copied by reference into `location`, or None when its bytes must be streamed.
+
+    The result is what `copy_data` would make by streaming: one piece, ETag md5 of the stored blob's
+    (the piece's recorded md5, which is what streaming computes for the same bytes and encryption),
+    the same checksum; the source must be one piece (a multipart source streams: its copy is one
+    blob whose ETag is the MD5 of all its data)."""
+    locations = src.md.location or []
+    if len(locations) != 1:
+        return None
+    loc = locations[0]
+    size, md5_hex = loc.get("size"), part_md5_of_location(loc)
+    if (size != src.size or int(loc.get("start") or 0) != 0 or not _MD5_HEX.fullmatch(md5_hex)
+            or not isinstance(loc.get("key"), str) or not _same_encryption(ctx, src.md, loc, encryption)):
+        return None
+    checksum: tuple[str, str] | None = None
+    if checksum_algorithm is not None:   # only one the source already has, of its whole data
+        record = src.md.checksum or {}
+        value = str(record.get("checksumValue") or "")
+        if (record.get("checksumAlgorithm") != checksum_algorithm or not value or "-" in value
+                or record.get("checksumType", "FULL_OBJECT") != "FULL_OBJECT"):
+            return None
+        checksum = (checksum_algorithm, value)
+    linked = await link_locations(ctx.services, location, [loc])
+    if linked is None:
+        return None
+    record = location_record(linked[0]["key"], size, location, md5_hex)
+    record.update({f: loc[f] for f in _ENCRYPTION_FIELDS if f in loc})
+    ctx.extra_log["copyByReference"] = True
+    return CopiedData([record], size, md5_hex, checksum)
 
 
 def check_copy_size(size: int) -> None:

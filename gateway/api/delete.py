@@ -5,11 +5,21 @@ its integrity requirement (AWS refuses the call without Content-MD5 or an
 x-amz-checksum-* value, and verifies whichever is given), and the result document.
 Each key is deleted exactly as DeleteObject would (`versioning.delete_object`);
 a per-key failure is an `<Error>` entry, never a failure of the whole request.
+
+Speed (issue 18): the metadata deletes run DELETE_CONCURRENCY at a time, so the dmd
+group-commits many of them into one fsync; the data they unreference is not freed on
+the way but collected, and freed after every metadata delete of the request has
+returned, by one background task per request (FREE_CONCURRENCY blob deletes in flight
+per gateway process, at most MAX_BACKGROUND_FREES such tasks before a request frees its
+own data before answering). Data is only ever freed after the metadata commit that
+unreferenced it; a blob that cannot be freed (dmd down, gateway stopped) is logged and
+left for the scrub (dmd/scrub.py): an orphan, never a lost object.
 """
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 from lxml import etree
 from starlette.responses import Response
@@ -21,7 +31,8 @@ from gateway.authz import actor, allowed
 from gateway.context import RequestContext
 from gateway.limits import MAX_PAGE, check_object_key
 from gateway.models import BucketMD
-from gateway.versioning import Deleted, delete_object
+from gateway.objectdata import free_locations
+from gateway.versioning import Deleted, Locations, delete_object
 from gateway.router import action
 from gateway.xml import children, parse, root, sub
 from shared.errors import S3Error
@@ -30,7 +41,9 @@ from shared.log import get_logger
 log = get_logger("gateway")
 
 MAX_KEYS_PER_DELETE = MAX_PAGE    # AWS: "a list of up to 1000 keys"
-DELETE_CONCURRENCY = 16           # metadata round-trips in flight for one request
+DELETE_CONCURRENCY = 128          # keys in flight for one request (the dmd group-commits their writes)
+FREE_CONCURRENCY = 32             # blob deletes in flight for all DeleteObjects of this process
+MAX_BACKGROUND_FREES = 16         # requests whose data is being freed after their response; beyond: inline
 MISSING_INTEGRITY_MESSAGE = "Missing required header for this request: Content-MD5"
 
 
@@ -92,7 +105,67 @@ def parse_delete_request(body: bytes) -> tuple[bool, list[DeleteTarget]]:
     return quiet, targets
 
 
-async def _delete_target(ctx: RequestContext, bucket: BucketMD, target: DeleteTarget) -> DeleteOutcome:
+class DataFreer:
+    """The data one request's deletes unreferenced: collected during the request (`add`, given to
+    `versioning.delete_object` as its `free`), freed once all its metadata deletes are done."""
+
+    def __init__(self) -> None:
+        self.locations: Locations = []
+
+    async def add(self, locations: Locations | None) -> None:
+        self.locations.extend(locations or [])
+
+
+_background: set[asyncio.Task[None]] = set()
+_free_slots: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+
+
+def _free_limit() -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    sem = _free_slots.get(loop)
+    if sem is None:
+        _free_slots.clear()    # one loop per process; a new one (tests) replaces the old
+        sem = _free_slots[loop] = asyncio.Semaphore(FREE_CONCURRENCY)
+    return sem
+
+
+async def free_all(services: Any, locations: Locations, request_id: str) -> None:
+    """Free `locations` (blobs nothing references any more), FREE_CONCURRENCY at a time for the
+    whole process; what fails is logged by blob key (orphans: the scrub reclaims them)."""
+    limit = _free_limit()
+    leaked: list[Any] = []
+    pending = iter(locations)
+
+    async def worker() -> None:
+        for loc in pending:
+            fields: dict[str, Any] = {}
+            async with limit:
+                await free_locations(services, [loc], fields)
+            leaked.extend(fields.get("leakedBlobs", []))
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(min(FREE_CONCURRENCY, len(locations)))))
+    finally:
+        unfreed = [loc.get("key") for loc in pending]   # what a cancellation (shutdown) left
+        if leaked or unfreed:
+            log.warning("data of deleted objects not freed (orphans for the scrub)",
+                        extra={"fields": {"requestId": request_id, "leakedBlobs": leaked + unfreed}})
+
+
+async def free_after_response(ctx: RequestContext, freer: DataFreer) -> None:
+    """Free the request's data in a background task, or before answering when too many are running."""
+    if not freer.locations:
+        return
+    if len(_background) >= MAX_BACKGROUND_FREES:
+        await free_all(ctx.services, freer.locations, ctx.request_id)
+        return
+    task = asyncio.get_running_loop().create_task(free_all(ctx.services, freer.locations, ctx.request_id))
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+async def _delete_target(ctx: RequestContext, bucket: BucketMD, target: DeleteTarget,
+                         freer: DataFreer) -> DeleteOutcome:
     if not target.key:
         return DeleteOutcome(target, error=S3Error("UserKeyMustBeSpecified", "The key must not be empty",
                                                    status=400))
@@ -105,7 +178,8 @@ async def _delete_target(ctx: RequestContext, bucket: BucketMD, target: DeleteTa
             current = await ctx.store.get_object(bucket.name, target.key)
             check_delete_conditions(target.etag, current, target.key)
         deleted = await delete_object(ctx.services, bucket, target.key, target.version_id, actor(ctx.account),
-                                      ctx.extra_log, bypass_governance=may_bypass_governance(ctx, bucket, target.key))
+                                      ctx.extra_log, bypass_governance=may_bypass_governance(ctx, bucket, target.key),
+                                      free=freer.add)
         return DeleteOutcome(target, deleted=deleted)
     except S3Error as exc:
         return DeleteOutcome(target, error=exc)
@@ -115,8 +189,10 @@ async def _delete_target(ctx: RequestContext, bucket: BucketMD, target: DeleteTa
         return DeleteOutcome(target, error=S3Error("InternalError"))
 
 
-async def delete_all(ctx: RequestContext, bucket: BucketMD, targets: list[DeleteTarget]) -> list[DeleteOutcome]:
-    """Delete every target with bounded concurrency; outcomes in request order.
+async def delete_all(ctx: RequestContext, bucket: BucketMD, targets: list[DeleteTarget],
+                     freer: DataFreer) -> list[DeleteOutcome]:
+    """Delete every target's metadata with bounded concurrency; outcomes in request order. The data
+    the deletes unreferenced is in `freer` afterwards (the caller frees it).
 
     Entries naming the same key run one after the other, in request order: two
     concurrent deletes of one key would each read the same current version and
@@ -131,7 +207,7 @@ async def delete_all(ctx: RequestContext, bucket: BucketMD, targets: list[Delete
     async def run_key(indexes: list[int]) -> None:
         async with limit:
             for index in indexes:
-                outcomes[index] = await _delete_target(ctx, bucket, targets[index])
+                outcomes[index] = await _delete_target(ctx, bucket, targets[index], freer)
 
     await asyncio.gather(*(run_key(indexes) for indexes in by_key.values()))
     return [o for o in outcomes if o is not None]
@@ -180,7 +256,11 @@ async def delete_objects(ctx: RequestContext) -> Response:
     if not _has_integrity_header(ctx):
         raise S3Error("InvalidRequest", MISSING_INTEGRITY_MESSAGE)
     quiet, targets = parse_delete_request(await read_xml_body(ctx))
-    outcomes = await delete_all(ctx, bucket, targets)
+    freer = DataFreer()
+    try:
+        outcomes = await delete_all(ctx, bucket, targets, freer)
+    finally:   # even when the request is cancelled: what was unreferenced so far is freed
+        await free_after_response(ctx, freer)
     if any(o.error is not None for o in outcomes):
         ctx.extra_log["deleteErrors"] = sum(o.error is not None for o in outcomes)
     return xml_response(delete_result(outcomes, quiet))

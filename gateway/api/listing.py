@@ -1,8 +1,10 @@
 """Listing actions: ListObjects (v1), ListObjectsV2, ListObjectVersions.
 
-The algorithms (gateway/listing) run here over the bucket's read stream (Store.object_stream)
-and read only what the page needs (parameter handling: docs/listing.md#gateway-parameters).
-Entries come back as raw stored values; a listed entry is parsed once and read as an ObjectMD.
+The algorithms (shared/listing) run where the keys are: `Store.list_objects` asks the metadata
+backend for one page (the dmd's listObject call, the engine in process, SQL on PostgreSQL, or the
+algorithm here over read streams against a dmd without that call). Parameter handling:
+docs/listing.md#gateway-parameters. A listed value is the projection of the stored document to the
+listing fields (a dict) or, on the read-stream path, its stored text; either is read as an ObjectMD.
 """
 from __future__ import annotations
 
@@ -15,13 +17,13 @@ from starlette.responses import Response
 
 from gateway.context import RequestContext
 from gateway.limits import MAX_PAGE
-from gateway.listing import DelimiterMaster, DelimiterVersions, list_entries
 from gateway.models import BucketMD, ObjectMD
 from gateway.router import action
 from gateway.versioning import decode_version_id, external_version_id, null_version_id
 from gateway.xml import XmlWriter
 from shared import jsoncodec, versionid
 from shared.errors import S3Error
+from shared.listing import DELIMITER_MASTER, DELIMITER_VERSIONS
 
 MAX_INT32 = 2 ** 31 - 1
 _INTEGER_RE = re.compile(r"-?[0-9]+")
@@ -53,9 +55,10 @@ def url_encoder(query: dict[str, str]):
     return lambda s: quote(s, safe="/")
 
 
-def _entry_md(entry: dict[str, str]) -> ObjectMD:
-    """The listed version of a listing entry (its raw stored value)."""
-    return ObjectMD(jsoncodec.loads(entry["value"]))
+def _entry_md(entry: dict[str, Any]) -> ObjectMD:
+    """The listed version of a listing entry (its projected fields, or its stored text)."""
+    value = entry["value"]
+    return ObjectMD(value if isinstance(value, dict) else jsoncodec.loads(value))
 
 
 def _owner(w: XmlWriter, md: ObjectMD) -> None:
@@ -93,7 +96,7 @@ async def _list_masters(ctx: RequestContext, v2: bool) -> Response:
     enc = url_encoder(q)
     max_keys, max_keys_raw = parse_max_keys(q)
     prefix, delimiter = q.get("prefix", ""), q.get("delimiter") or None
-    params: dict[str, Any] = {"prefix": prefix, "delimiter": delimiter, "max_keys": max_keys, "v2": v2}
+    params: dict[str, Any] = {"prefix": prefix, "delimiter": delimiter, "maxKeys": max_keys, "v2": v2}
     token = None
     if v2:
         if q.get("list-type") != "2":
@@ -102,17 +105,17 @@ async def _list_masters(ctx: RequestContext, v2: bool) -> Response:
         if "continuation-token" in q:
             token = q["continuation-token"]
             try:
-                params["continuation_token"] = base64.b64decode(token, validate=True).decode()
+                params["continuationToken"] = base64.b64decode(token, validate=True).decode()
             except (ValueError, UnicodeDecodeError):   # binascii.Error; a non-ASCII token: ValueError
                 raise S3Error("InvalidArgument", "The continuation token provided is incorrect",
                               ArgumentName="continuation-token") from None
-        params["start_after"] = q.get("start-after") or None
+        params["startAfter"] = q.get("start-after") or None
     else:
         params["marker"] = q.get("marker") or None
     if max_keys == 0:
         result: dict[str, Any] = {"Contents": [], "CommonPrefixes": [], "IsTruncated": False}
     else:
-        result = await list_entries(ctx.store.object_stream(bucket.name), DelimiterMaster(**params))
+        result = await ctx.store.list_objects(bucket.name, DELIMITER_MASTER, params)
     w = XmlWriter("ListBucketResult")
     w.leaf("Name", bucket.name)
     # v1 gives the prefix back as sent, even with encoding-type=url (AWS does; botocore decodes
@@ -173,9 +176,9 @@ async def list_object_versions(ctx: RequestContext) -> Response:
     if max_keys == 0:
         result: dict[str, Any] = {"Versions": [], "CommonPrefixes": [], "IsTruncated": False}
     else:
-        result = await list_entries(ctx.store.object_stream(bucket.name), DelimiterVersions(
-            prefix=prefix, delimiter=delimiter, max_keys=max_keys, key_marker=key_marker,
-            version_id_marker=vid_marker))
+        result = await ctx.store.list_objects(bucket.name, DELIMITER_VERSIONS, {
+            "prefix": prefix, "delimiter": delimiter, "maxKeys": max_keys, "keyMarker": key_marker,
+            "versionIdMarker": vid_marker})
     w = XmlWriter("ListVersionsResult")
     w.leaf("Name", bucket.name)
     w.leaf("Prefix", enc(prefix))

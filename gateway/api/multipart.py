@@ -46,7 +46,6 @@ from gateway.api.parts import MAX_PART_NUMBER, MIN_PART_NUMBER, parse_part_numbe
 from gateway.api.tagging import tags_from_header
 from gateway.context import RequestContext
 from gateway.limits import MAX_PAGE, capped_int
-from gateway.listing import MPU, list_entries
 from gateway.authz import actor, new_object_acl, new_object_owner
 from gateway.models import (EMPTY_MD5, BucketMD, ObjectMD, PartMD, UploadMD, checksum_record,
                             new_object_md)
@@ -187,8 +186,9 @@ async def create_multipart_upload(ctx: RequestContext) -> Response:
     overview.update(objectlock.lock_record(lock))
     if encryption is not None:
         overview.update(encryption.stored_fields())
+    since = ctx.store.bucket_watch()
     await ctx.store.put_upload(bucket.name, key, upload_id, overview)
-    if not await ctx.store.bucket_alive(bucket):
+    if not await ctx.store.bucket_alive(bucket, since):
         # A DeleteBucket removed the bucket before it could see this upload.
         await ctx.store.delete_upload(bucket.name, key, upload_id)
         raise S3Error("NoSuchBucket", BucketName=bucket.name)
@@ -771,9 +771,9 @@ async def list_multipart_uploads(ctx: RequestContext) -> Response:
     if max_uploads == 0:
         result: dict[str, Any] = {"Uploads": [], "CommonPrefixes": [], "IsTruncated": False}
     else:
-        algorithm = MPU(prefix=prefix, delimiter=delimiter, max_keys=max_uploads, key_marker=key_marker,
-                        upload_id_marker=upload_id_marker)
-        result = await list_entries(ctx.store.upload_stream(bucket.name), algorithm)
+        result = await ctx.store.list_uploads(bucket.name, {
+            "prefix": prefix, "delimiter": delimiter, "maxKeys": max_uploads, "keyMarker": key_marker,
+            "uploadIdMarker": upload_id_marker})
     doc = root("ListMultipartUploadsResult")
     sub(doc, "Bucket", bucket.name)
     sub(doc, "KeyMarker", enc(key_marker))

@@ -65,7 +65,8 @@ async def store_body(ctx: RequestContext, bucket: BucketMD, encryption: sse.Encr
         return body, None
 
     def check() -> None:
-        if body.size != size:
+        # `complete`: verified to the end (VerifiedBody lets the last byte through only then).
+        if body.size != size or not body.complete:
             raise S3Error("IncompleteBody")
 
     return body, await store_stream(ctx.services, location or bucket.location, body.__aiter__(), size,

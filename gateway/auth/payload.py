@@ -17,6 +17,7 @@ receives unverified bytes from them; at most one chunk (MAX_SIGNED_CHUNK_SIZE) i
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -29,6 +30,7 @@ from ..bytestream import ByteStream
 from .request import AuthResult, signatures_equal, xml_safe
 
 MAX_SIGNED_CHUNK_SIZE = 16 * 1024 * 1024  # a signed chunk is buffered until verified
+HASH_BATCH_BYTES = 1 << 20  # body bytes hashed per worker-thread hop (bodies below it: inline)
 MAX_CHUNK_LINE = 4096  # "<hex-size>;chunk-signature=<64 hex>" is ~100 bytes
 MAX_TRAILER_LINES = 16
 MAX_HEX_DIGITS = 16
@@ -195,22 +197,66 @@ class VerifiedBody:
     def _too_short(self) -> S3Error:
         return S3Error("IncompleteBody")
 
-    def _account(self, piece: bytes) -> None:
+    def _count(self, piece: bytes) -> None:
         self._size += len(piece)
         if self.expected_size is not None and self._size > self.expected_size:
             raise _invalid_request("The request body is longer than its declared length "
                                    f"({self.expected_size} bytes).")
-        self._md5.update(piece)
+
+    def _hash(self, pieces: list[bytes]) -> None:
+        """Feed `pieces`, in order, to every whole-body digest (hashlib and the CRCs release the GIL
+        on large buffers, so this runs in a worker thread for big bodies). The pieces are joined
+        first: one update per digest, so the thread asks for the GIL back once per digest rather
+        than once per network piece (each ask can wait a switch interval behind the event loop)."""
+        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        self._md5.update(data)
         if self._sha256 is not None:
-            self._sha256.update(piece)
+            self._sha256.update(data)
         if self._hasher is not None:
-            self._hasher.update(piece)
+            self._hasher.update(data)
 
     async def _verified(self, source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        async for piece in source:
-            self._account(piece)
-            yield piece
+        """`source`, counted, hashed, and verified before its last piece is let through.
+
+        The piece that completes the declared length is held until the source has ended and
+        `_finish` passed: a consumer that has every byte (a data store answering once it got
+        Content-Length bytes, possibly before it pulls the iterator to its end) knows the digests
+        are final, and a body failing verification never reaches the store whole (the store sees
+        a short body and keeps nothing). Without a declared length, the consumer must pull to the end.
+
+        Full batches of HASH_BATCH_BYTES are hashed in a worker thread while the next one streams
+        on (the event loop keeps moving bytes, the hashing uses another core); one batch at a time,
+        so the digests see the bytes in order, and at most two batches are held. A body smaller
+        than a batch is hashed inline (no thread hop for small objects)."""
+        batch: list[bytes] = []
+        batch_bytes = 0
+        hashing: asyncio.Future[None] | None = None
+        held: bytes | None = None
+        try:
+            async for piece in source:
+                self._count(piece)
+                batch.append(piece)
+                batch_bytes += len(piece)
+                if batch_bytes >= HASH_BATCH_BYTES:
+                    if hashing is not None:
+                        await hashing
+                    hashing = asyncio.get_running_loop().run_in_executor(None, self._hash, batch)
+                    batch, batch_bytes = [], 0
+                if held is None and self._size == self.expected_size:
+                    held = piece   # the last bytes: let through once verified
+                else:
+                    yield piece
+            if hashing is not None:
+                await hashing
+                hashing = None
+            self._hash(batch)
+        finally:
+            if hashing is not None and not hashing.done():
+                # Abandoned mid-body: the thread finishes its batch on digests nobody reads.
+                hashing.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._finish()
+        if held is not None:
+            yield held
 
     async def _plain(self) -> AsyncIterator[bytes]:
         async for piece in self._raw:

@@ -68,9 +68,12 @@ def make_data_backend(config: Config, location: Location) -> DataBackend:
         details = location.details if location.type == "file" else {}
         host = details.get("host") or config.data_client.host
         port = details.get("port") or config.data_client.port
+        # DATA_SOCKET: the default dmd through its Unix-domain socket (not a location's own dmd).
+        own_dmd = "host" in details or "port" in details
         return DmdDataBackend(host, port, location.name, secret=config.dmd_secret,
                               retry_window_ms=config.retry_window_ms,
-                              ssl_context=dmd_tls.client_context(config))   # TLS to the dmd
+                              ssl_context=dmd_tls.client_context(config),   # TLS to the dmd
+                              socket_path="" if own_dmd else config.data_client.socket_path)
     if location.type == "aws_s3":
         from gateway.data.aws_s3 import AwsS3DataBackend  # needed only where such a location is configured
         return AwsS3DataBackend(location)

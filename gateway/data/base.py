@@ -35,7 +35,6 @@ FREE_SOCKET_TIMEOUT_S = 55.0  # the reference's keep-alive agent; below the dmd'
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 60.0  # silence on an open exchange; an fsync of a large body fits in it
 DEFAULT_MAX_CONNECTIONS = 100
-READ_CHUNK_BYTES = 1 << 20
 READ_RETRY_DELAY_S = 0.1  # first pause of a read retried while the store is away; doubled up to the max
 READ_RETRY_DELAY_MAX_S = 0.5
 
@@ -133,6 +132,17 @@ class DataBackend(abc.ABC):
         piece in it. None (the default): parts stay blobs of their own, the object lists them."""
         return None
 
+    async def copy_blob(self, key: str) -> str | None:
+        """A new key naming the same bytes as `key`, without moving them (copy by reference:
+        the dmd hard-links the blob). The new key is independent: deleting either leaves the
+        other readable. None (the default): this store cannot, the caller streams the bytes.
+        DataNotFound when `key` is absent."""
+        return None
+
+    def shares_store_with(self, other: "DataBackend") -> bool:
+        """Whether keys of `other` are keys of this store too (a `copy_blob` here can take them)."""
+        return other is self
+
     async def keeps_versions(self) -> bool:
         """Whether the bytes of several versions of one object can live side by side here (every put a
         key of its own). False for a store that names blobs after objects and keeps no versions: a
@@ -177,8 +187,11 @@ class HttpDataBackend(DataBackend):
 
     def __init__(self, *, connect_timeout: float = CONNECT_TIMEOUT_S, read_timeout: float = READ_TIMEOUT_S,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS, headers: dict[str, str] | None = None,
-                 retry_window_ms: int = DEFAULT_RETRY_WINDOW_MS, ssl_context: ssl.SSLContext | None = None) -> None:
+                 retry_window_ms: int = DEFAULT_RETRY_WINDOW_MS, ssl_context: ssl.SSLContext | None = None,
+                 socket_path: str = "") -> None:
         self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True   # TLS: shared/dmd_tls.py
+        # A Unix-domain socket instead of TCP (the dmd on this host: DATA_SOCKET, docs/operations.md#unix-sockets).
+        self._socket_path = socket_path
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
         self._max_connections = max_connections
         self._headers = dict(headers or {})   # sent with every request of the session
@@ -193,8 +206,13 @@ class HttpDataBackend(DataBackend):
     def _get_session(self) -> aiohttp.ClientSession:
         # Created on first use: a session belongs to the loop running at creation.
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=FREE_SOCKET_TIMEOUT_S,
-                                             ssl=self._ssl)
+            connector: aiohttp.BaseConnector
+            if self._socket_path:
+                connector = aiohttp.UnixConnector(path=self._socket_path, limit=self._max_connections,
+                                                  keepalive_timeout=FREE_SOCKET_TIMEOUT_S)
+            else:
+                connector = aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=FREE_SOCKET_TIMEOUT_S,
+                                                 ssl=self._ssl)
             self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, headers=self._headers,
                                                   auto_decompress=False, skip_auto_headers=("User-Agent",))
         return self._session
@@ -274,7 +292,9 @@ class HttpDataBackend(DataBackend):
             try:
                 async with send(headers) as resp:
                     await check(resp)
-                    async for chunk in resp.content.iter_chunked(READ_CHUNK_BYTES):
+                    # The pieces as the HTTP parser produced them (bounded by the session's read
+                    # buffer): no re-joining into fixed-size chunks, a copy per piece saved.
+                    async for chunk, _ in resp.content.iter_chunks():
                         yielded = True
                         yield chunk
                 return

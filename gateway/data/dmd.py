@@ -19,13 +19,16 @@ from typing import AsyncIterator, NoReturn
 import aiohttp
 
 from gateway.data.base import (CONNECT_TIMEOUT_S, DEFAULT_MAX_CONNECTIONS, DELETE_DONE_STATUSES, READ_TIMEOUT_S,
-                               TRANSPORT_ERRORS, DataError, DataIntegrityError, DataNotFound,
+                               TRANSPORT_ERRORS, DataBackend, DataError, DataIntegrityError, DataNotFound,
                                DataInsufficientStorage, DataRangeNotSatisfiable, DataUnavailable, HttpDataBackend, ObjectName,
                                is_valid_key)
 from shared.config import DEFAULT_RETRY_WINDOW_MS, DMD_SECRET_HEADER
 
 SERVICE_PATH = "/DataFile"
 DISK_USAGE_QUERY = "diskUsage"
+COPY_QUERY = "copy"   # POST /DataFile/<key>?copy: a hard link under a new key (docs/protocol.md#copy-by-reference)
+# What a dmd without the copy call answers (the original: 405 MethodNotAllowed for any POST).
+COPY_UNSUPPORTED_STATUSES = (400, 405, 501)
 HEALTH_TIMEOUT_S = 2.0
 MAX_ERROR_BODY_BYTES = 4096
 
@@ -36,12 +39,23 @@ class DmdDataBackend(HttpDataBackend):
     def __init__(self, host: str, port: int, location_name: str, *,
                  connect_timeout: float = CONNECT_TIMEOUT_S, read_timeout: float = READ_TIMEOUT_S,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS, secret: str = "",
-                 retry_window_ms: int = DEFAULT_RETRY_WINDOW_MS, ssl_context: ssl.SSLContext | None = None) -> None:
+                 retry_window_ms: int = DEFAULT_RETRY_WINDOW_MS, ssl_context: ssl.SSLContext | None = None,
+                 socket_path: str = "") -> None:
+        # socket_path: the dmd's Unix-domain socket (DATA_SOCKET); plain HTTP there (TLS is TCP only),
+        # host and port unused.
+        if socket_path:
+            ssl_context = None
         super().__init__(connect_timeout=connect_timeout, read_timeout=read_timeout,
                          max_connections=max_connections, headers={DMD_SECRET_HEADER: secret} if secret else None,
-                         retry_window_ms=retry_window_ms, ssl_context=ssl_context)
+                         retry_window_ms=retry_window_ms, ssl_context=ssl_context, socket_path=socket_path)
         self.host, self.port, self.location_name = host, port, location_name
-        self.base_url = f"{'https' if ssl_context is not None else 'http'}://{host}:{port}{SERVICE_PATH}"
+        self.socket_path = socket_path
+        if socket_path:
+            self.host, self.port = "unix", socket_path   # what messages name: "unix:<path>"
+            self.base_url = f"http://localhost{SERVICE_PATH}"
+        else:
+            self.base_url = f"{'https' if ssl_context is not None else 'http'}://{host}:{port}{SERVICE_PATH}"
+        self.copy_supported = True   # False once the dmd answered the copy call as one that lacks it
 
     def __repr__(self) -> str:
         return f"DmdDataBackend({self.host}:{self.port}, location={self.location_name!r})"
@@ -70,6 +84,35 @@ class DmdDataBackend(HttpDataBackend):
         if not is_valid_key(key):
             raise DataIntegrityError(f"data PUT answered an unusable Location {location!r}")
         return key
+
+    # --- copy by reference ------------------------------------------------------------------------
+    async def copy_blob(self, key: str) -> str | None:
+        """`POST /DataFile/<key>?copy`: the dmd hard-links the blob under a new key, durable before
+        it answers. None when this dmd lacks the call (an original CloudServer dmd answers 405): it is
+        remembered, and the callers stream the bytes from then on."""
+        if not self.copy_supported:
+            return None
+        if not is_valid_key(key):
+            raise DataNotFound(f"no blob {key!r}", "ObjNotFound", 404)
+        try:
+            async with self._get_session().post(f"{self.base_url}/{key}?{COPY_QUERY}") as resp:
+                if resp.status in COPY_UNSUPPORTED_STATUSES:
+                    self.copy_supported = False
+                    return None
+                if resp.status != 201:
+                    await self._raise_for_response(resp)
+                location = resp.headers.get("Location", "")
+        except TRANSPORT_ERRORS as exc:
+            raise self._unavailable(f"data copy of {key} on {self.host}:{self.port}", exc) from exc
+        prefix = SERVICE_PATH + "/"
+        new = location[len(prefix):] if location.startswith(prefix) else ""
+        if not is_valid_key(new):
+            raise DataIntegrityError(f"data copy answered an unusable Location {location!r}")
+        return new
+
+    def shares_store_with(self, other: "DataBackend") -> bool:
+        """Two locations on the same dmd /DataFile service share its keys."""
+        return other is self or (isinstance(other, DmdDataBackend) and other.base_url == self.base_url)
 
     # --- get ------------------------------------------------------------------------------------
     def get(self, key: str, start: int | None = None, end: int | None = None) -> AsyncIterator[bytes]:

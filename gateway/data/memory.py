@@ -50,6 +50,15 @@ class MemoryDataBackend(DataBackend):
         for pos in range(first, last + 1, GET_CHUNK_BYTES):
             yield bytes(view[pos:min(pos + GET_CHUNK_BYTES, last + 1)])
 
+    async def copy_blob(self, key: str) -> str | None:
+        """The same immutable bytes under a new key (nothing is copied)."""
+        blob = self._blobs.get(key) if is_valid_key(key) else None
+        if blob is None:
+            raise DataNotFound(f"no blob {key!r}", "ObjNotFound", 404)
+        new = os.urandom(KEY_HEX_LENGTH // 2).hex()
+        self._blobs[new] = blob
+        return new
+
     async def delete(self, key: str) -> None:
         self._blobs.pop(key, None)
 

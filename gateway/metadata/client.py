@@ -31,10 +31,12 @@ import ssl
 from collections import deque
 from typing import Any, AsyncIterator, Callable
 
+import aiohttp
 import socketio
 
 from shared import jsoncodec, rpc
 from shared.config import DEFAULT_RETRY_WINDOW_MS, DMD_SECRET_AUTH_FIELD
+from shared.listing import list_page
 from shared.log import get_logger, log_event
 from shared.metastore.errors import MetadataError
 
@@ -43,6 +45,7 @@ logger = get_logger("gateway.metadata")
 # Packets a stream may hold locally before acks are withheld. Together with the
 # server's window this bounds a stream's memory to a few hundred KiB.
 STREAM_BUFFER_PACKETS = 2
+BUCKET_CACHE_MAX = 10_000   # bucket records a gateway keeps (the oldest goes first)
 RECONNECT_DELAY_S = 0.1
 RECONNECT_DELAY_MAX_S = 2.0
 # socket.io handshake budget of one connection attempt.
@@ -53,7 +56,10 @@ _REQUIRED_CALLS = (rpc.CALL_PUT, rpc.CALL_GET, rpc.CALL_DEL, rpc.CALL_CREATE_REA
 # Calls that change nothing: retried, within the retry window, when the connection is lost
 # (docs/durability.md#restarts). A read stream is retried only before its first item.
 IDEMPOTENT_CALLS = frozenset({rpc.CALL_GET, rpc.CALL_GET_UUID, rpc.CALL_GET_DISK_USAGE, rpc.CALL_GET_STATS,
-                              rpc.CALL_CREATE_READ_STREAM, rpc.CALL_RAW_LIST_KEYS})
+                              rpc.CALL_CREATE_READ_STREAM, rpc.CALL_RAW_LIST_KEYS, rpc.CALL_LIST_OBJECT})
+# A skipped run (versions of one key) is jumped after this many entries where a jump is a seek in
+# process (the engine in the gateway), not a round trip (shared/listing/driver.py).
+LOCAL_MAX_SKIP_RUN = 8
 # What a lost or absent connection fails a call with (a call timeout included: the dmd may be gone).
 CONNECTION_ERROR_TYPES = frozenset({"ECONNRESET", "ECONNREFUSED", "ETIMEDOUT"})
 RETRY_DELAY_MAX_S = 0.5
@@ -113,9 +119,57 @@ class MetadataClient(abc.ABC):
                     req_uids: str | None = None) -> AsyncIterator[Any]:
         """{key, value} items of a range (levelup options); aclose() ends it early."""
 
+    async def get_bucket_record(self, key: str, *, req_uids: str | None = None) -> str:
+        """get() of a bucket record (rpc.INVALIDATED_SUBLEVEL), which a client may answer from a
+        cache it keeps coherent (RemoteMetadataClient with the dmd's bucketInvalidation extension).
+        Only for reads that may be a moment behind another gateway's write: the write paths'
+        checks read with get()."""
+        return await self.get([rpc.INVALIDATED_SUBLEVEL], key, {}, req_uids=req_uids)
+
+    def bucket_watch(self) -> int | None:
+        """A token to take before a write into a bucket, for bucket_unchanged_since; None when this
+        client keeps no coherent cache of bucket records."""
+        return None
+
+    def bucket_unchanged_since(self, key: str, token: int | None) -> str | None:
+        """The cached record of bucket `key` if no bucket record changed (no invalidation, no
+        reconnection) since `token` was taken, else None. Announcements travel on the connection of
+        the calls, ahead of the replies that follow them: a write answered since `token` without one
+        landed while the bucket held this record."""
+        return None
+
+    async def get_bucket_record(self, key: str, *, req_uids: str | None = None) -> str:
+        """get() of a bucket record (rpc.INVALIDATED_SUBLEVEL), which a client may answer from a
+        cache it keeps coherent (RemoteMetadataClient with the dmd's bucketInvalidation extension).
+        Only for reads that may be a moment behind another gateway's write: the write paths'
+        checks read with get()."""
+        return await self.get([rpc.INVALIDATED_SUBLEVEL], key, {}, req_uids=req_uids)
+
+    def bucket_watch(self) -> int | None:
+        """A token to take before a write into a bucket, for bucket_unchanged_since; None when this
+        client keeps no coherent cache of bucket records."""
+        return None
+
+    def bucket_unchanged_since(self, key: str, token: int | None) -> str | None:
+        """The cached record of bucket `key` if no bucket record changed (no invalidation, no
+        reconnection) since `token` was taken, else None. Announcements travel on the connection of
+        the calls, ahead of the replies that follow them: a write answered since `token` without one
+        landed while the bucket held this record."""
+        return None
+
     @abc.abstractmethod
     def raw_list_keys(self, options: dict) -> AsyncIterator[str]:
         """Physical keys of the whole database."""
+
+    async def list_page(self, sublevel: list[str], listing_type: str, params: dict[str, Any], *,
+                        req_uids: str | None = None) -> dict[str, Any]:
+        """One listing page (docs/listing.md, shared/listing/page.py): `listing_type` Delimiter,
+        DelimiterMaster, DelimiterVersions or MPU over `sublevel`, `params` under their wire names.
+        Listed values are the listing fields (dicts), or the stored text (this default: the
+        algorithm run here over read streams, as against a dmd without listObject)."""
+        def open_stream(options: dict[str, Any]) -> AsyncIterator[Any]:
+            return self.read_stream(sublevel, options, req_uids=req_uids)
+        return await list_page(open_stream, listing_type, params, project=False)
 
     @abc.abstractmethod
     async def get_uuid(self) -> str: ...
@@ -163,6 +217,13 @@ class LocalMetadataClient(MetadataClient):
                 yield item
         finally:
             await source.aclose()
+
+    async def list_page(self, sublevel: list[str], listing_type: str, params: dict[str, Any], *,
+                        req_uids: str | None = None) -> dict[str, Any]:
+        """The dmd's listObject, in process: the shared listing over the engine's streams."""
+        def open_stream(options: dict[str, Any]) -> AsyncIterator[Any]:
+            return self.store.read_stream(sublevel, options)
+        return await list_page(open_stream, listing_type, params, max_skip_run=LOCAL_MAX_SKIP_RUN)
 
     async def raw_list_keys(self, options: dict) -> AsyncIterator[str]:
         source = self.store.raw_list_keys(options or {})
@@ -213,9 +274,19 @@ class RemoteMetadataClient(MetadataClient):
                  stream_buffer_packets: int = STREAM_BUFFER_PACKETS,
                  reconnect_delay_s: float = RECONNECT_DELAY_S,
                  reconnect_delay_max_s: float = RECONNECT_DELAY_MAX_S, secret: str = "",
-                 retry_window_ms: int = DEFAULT_RETRY_WINDOW_MS, ssl_context: ssl.SSLContext | None = None) -> None:
-        # TLS to the dmd (shared/dmd_tls.py): https, the context given to the websocket connection.
-        self.url = f"{'https' if ssl_context is not None else 'http'}://{host}:{port}"
+                 retry_window_ms: int = DEFAULT_RETRY_WINDOW_MS, ssl_context: ssl.SSLContext | None = None,
+                 socket_path: str = "") -> None:
+        # A Unix-domain socket (METADATA_SOCKET, docs/operations.md#unix-sockets): the websocket goes over
+        # an aiohttp session on a UnixConnector (a new one per connection: engine.io closes its session
+        # on a disconnect); host and port are unused, and so is TLS (TCP only, shared/dmd_tls.py).
+        # Otherwise TLS to the dmd: https, the context given to the websocket connection.
+        self.socket_path = socket_path
+        if socket_path:
+            ssl_context = None
+            self.url = f"unix:{socket_path}"   # for messages and logs
+            self._connect_url = "http://localhost"
+        else:
+            self.url = self._connect_url = f"{'https' if ssl_context is not None else 'http'}://{host}:{port}"
         # The dmd secret, sent as the handshake's auth payload (also on every reconnection).
         self._auth = {DMD_SECRET_AUTH_FIELD: secret} if secret else None
         self.call_timeout_ms = call_timeout_ms
@@ -224,12 +295,20 @@ class RemoteMetadataClient(MetadataClient):
         self.stream_buffer_packets = stream_buffer_packets
         self.manifest: dict[str, Any] | None = None
         self.conditional_writes = False   # the dmd checks put/del conditions itself (manifest extension)
+        self.list_object = False          # the dmd computes listing pages itself (listObject in its manifest)
+        # Bucket records cached while connected to a dmd that announces every change of them
+        # (rpc.EXTENSION_BUCKET_INVALIDATION); _bucket_gen counts invalidations, so that a read
+        # that overlapped one is not cached.
+        self._bucket_cache_on = False
+        self._bucket_cache: dict[str, str] = {}
+        self._bucket_gen = 0
         self._sio = socketio.AsyncClient(reconnection=True, reconnection_attempts=0,
                                          reconnection_delay=reconnect_delay_s,
                                          reconnection_delay_max=reconnect_delay_max_s,
                                          randomization_factor=0.5, logger=False, engineio_logger=False,
                                          json=jsoncodec,
-                                         websocket_extra_options={"ssl": ssl_context} if ssl_context else {})
+                                         websocket_extra_options={"ssl": ssl_context} if ssl_context else {},
+                                         **({"http_session": self._unix_session} if socket_path else {}))
         self._reconnect_delay_s = reconnect_delay_s
         self._reconnect_delay_max_s = reconnect_delay_max_s
         self._connected = asyncio.Event()
@@ -248,8 +327,13 @@ class RemoteMetadataClient(MetadataClient):
         self._sio.on(rpc.EVENT_STREAM_DATA, self._on_stream_data, namespace=ns)
         self._sio.on(rpc.EVENT_STREAM_END, self._on_stream_end, namespace=ns)
         self._sio.on(rpc.EVENT_STREAM_ERROR, self._on_stream_error, namespace=ns)
+        self._sio.on(rpc.EVENT_INVALIDATE, self._on_invalidate, namespace=ns)
 
     # ---- connection ------------------------------------------------------------
+
+    def _unix_session(self) -> aiohttp.ClientSession:
+        """engine.io's session factory when the dmd is reached through a Unix-domain socket."""
+        return aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=self.socket_path))
 
     async def connect(self) -> None:
         """Connect (retrying with back-off for up to the call timeout), then fetch the manifest.
@@ -278,6 +362,9 @@ class RemoteMetadataClient(MetadataClient):
             raise
         self.manifest = manifest
         self.conditional_writes = rpc.supports(manifest, rpc.EXTENSION_CONDITIONAL_WRITES)
+        self._forget_buckets()
+        self._bucket_cache_on = rpc.supports(manifest, rpc.EXTENSION_BUCKET_INVALIDATION)
+        self.list_object = rpc.offers(manifest, rpc.CALL_LIST_OBJECT)
 
     async def _drop_connection(self) -> None:
         """Close the socket on purpose and stop any reconnection loop (ours or python-socketio's),
@@ -307,7 +394,7 @@ class RemoteMetadataClient(MetadataClient):
         delay = self._reconnect_delay_s
         while not self._closing:
             try:
-                await self._sio.connect(self.url, namespaces=[rpc.NAMESPACE], transports=["websocket"],
+                await self._sio.connect(self._connect_url, namespaces=[rpc.NAMESPACE], transports=["websocket"],
                                         socketio_path=rpc.SOCKETIO_PATH, wait_timeout=CONNECT_ATTEMPT_TIMEOUT_S,
                                         auth=self._auth)
                 return
@@ -348,11 +435,88 @@ class RemoteMetadataClient(MetadataClient):
 
     async def _on_disconnect(self, *_: Any) -> None:
         self._connected.clear()
+        self._forget_buckets()   # invalidations sent while we are away are lost
         # Nothing in flight can be answered on a new connection: fail it now
         # rather than at its timeout.
         self._fail_all(None)
         if not self._closing and not self._dropping:
             log_event(logger, logging.WARNING, "metadata connection lost, reconnecting", url=self.url)
+
+    # ---- bucket records cache (rpc.EXTENSION_BUCKET_INVALIDATION) -----------------
+
+    def _forget_buckets(self) -> None:
+        self._bucket_gen += 1
+        self._bucket_cache.clear()
+
+    async def _on_invalidate(self, payload: Any = None) -> None:
+        key = payload.get("key") if isinstance(payload, dict) else None
+        self._bucket_gen += 1
+        if isinstance(key, str):
+            self._bucket_cache.pop(key, None)
+        else:   # not ours to understand: forget everything
+            self._bucket_cache.clear()
+
+    async def get_bucket_record(self, key: str, *, req_uids: str | None = None) -> str:
+        if not self._bucket_cache_on:
+            return await self.get([rpc.INVALIDATED_SUBLEVEL], key, {}, req_uids=req_uids)
+        cached = self._bucket_cache.get(key)
+        if cached is not None:
+            return cached
+        generation = self._bucket_gen
+        value = await self.get([rpc.INVALIDATED_SUBLEVEL], key, {}, req_uids=req_uids)
+        # An invalidation (or a reconnection) while the read was out may mean `value` is older
+        # than what the dmd holds now: keep it only if none came.
+        if generation == self._bucket_gen and self._bucket_cache_on and isinstance(value, str):
+            if len(self._bucket_cache) >= BUCKET_CACHE_MAX:
+                self._bucket_cache.pop(next(iter(self._bucket_cache)))
+            self._bucket_cache[key] = value
+        return value
+
+    def bucket_watch(self) -> int | None:
+        return self._bucket_gen if self._bucket_cache_on else None
+
+    def bucket_unchanged_since(self, key: str, token: int | None) -> str | None:
+        if token is None or token != self._bucket_gen or not self._bucket_cache_on:
+            return None
+        return self._bucket_cache.get(key)
+
+    # ---- bucket records cache (rpc.EXTENSION_BUCKET_INVALIDATION) -----------------
+
+    def _forget_buckets(self) -> None:
+        self._bucket_gen += 1
+        self._bucket_cache.clear()
+
+    async def _on_invalidate(self, payload: Any = None) -> None:
+        key = payload.get("key") if isinstance(payload, dict) else None
+        self._bucket_gen += 1
+        if isinstance(key, str):
+            self._bucket_cache.pop(key, None)
+        else:   # not ours to understand: forget everything
+            self._bucket_cache.clear()
+
+    async def get_bucket_record(self, key: str, *, req_uids: str | None = None) -> str:
+        if not self._bucket_cache_on:
+            return await self.get([rpc.INVALIDATED_SUBLEVEL], key, {}, req_uids=req_uids)
+        cached = self._bucket_cache.get(key)
+        if cached is not None:
+            return cached
+        generation = self._bucket_gen
+        value = await self.get([rpc.INVALIDATED_SUBLEVEL], key, {}, req_uids=req_uids)
+        # An invalidation (or a reconnection) while the read was out may mean `value` is older
+        # than what the dmd holds now: keep it only if none came.
+        if generation == self._bucket_gen and self._bucket_cache_on and isinstance(value, str):
+            if len(self._bucket_cache) >= BUCKET_CACHE_MAX:
+                self._bucket_cache.pop(next(iter(self._bucket_cache)))
+            self._bucket_cache[key] = value
+        return value
+
+    def bucket_watch(self) -> int | None:
+        return self._bucket_gen if self._bucket_cache_on else None
+
+    def bucket_unchanged_since(self, key: str, token: int | None) -> str | None:
+        if token is None or token != self._bucket_gen or not self._bucket_cache_on:
+            return None
+        return self._bucket_cache.get(key)
 
     def _fail_all(self, err: MetadataError | None) -> None:
         for name, fut in list(self._inflight.values()):
@@ -486,6 +650,14 @@ class RemoteMetadataClient(MetadataClient):
         args = [key, plain] if value is None else [key, value, plain]
         await self._call(name, args, sublevel, req_uids)
         return {"previous": current} if options.get(rpc.OPT_RETURN_PREVIOUS) else None
+
+    async def list_page(self, sublevel: list[str], listing_type: str, params: dict[str, Any], *,
+                        req_uids: str | None = None) -> dict[str, Any]:
+        """One listing page: the dmd's listObject (one round trip, projected values) when its
+        manifest offers it; otherwise the algorithm here over createReadStream (the original dmd)."""
+        if not self.list_object:
+            return await super().list_page(sublevel, listing_type, params, req_uids=req_uids)
+        return await self._call(rpc.CALL_LIST_OBJECT, [{**params, "listingType": listing_type}], sublevel, req_uids)
 
     async def get_uuid(self) -> str:
         return await self._call(rpc.CALL_GET_UUID, [], [])

@@ -419,7 +419,9 @@ class MetaStore:
             current = await self._read_for_update(master)
             # Nothing awaits between the read and the enqueue: no write can slip in between.
             condition.check(current)
-            await self._durable(self._enqueue([(master, value)]))
+            # Deleting a key that is absent on disk (no queued write of it either) writes nothing.
+            if value is not None or current is not None or master in self._pending:
+                await self._durable(self._enqueue([(master, value)]))
         if condition.return_previous:
             return {"previous": None if current is None else decode_text(current)}
         return None

@@ -18,6 +18,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from tests.bench.peers import PeerUnavailable, RssSampler, Server, start_ceph, start_moto, start_ours
 from tests.bench.s3load import FULL, MiB, QUICK, WORKLOAD_NAMES, WORKLOADS, RowResult, Sizes, Target, \
     run_workloads, workload_label
@@ -29,6 +31,9 @@ DMD_DATA_SIZE_FULL, DMD_DATA_SIZE_QUICK = 1 << 30, 64 * MiB
 CLIENT_BOUND_CPU = 0.9  # client CPU / wall above this: the row may be measuring the load generator
 BIG_WORKLOADS = {w.name for w in WORKLOADS if w.big}
 # What a reader of the table must know to compare a row fairly.
+# Rows that also get a "CPU µs per op" line: the server processes' CPU time over the row / its ops.
+CPU_ROWS = ("put_c32", "get_c32", "head_c32")
+ROLE_SHORT = {"gateway": "gw", "ceph-rgw": "rgw", "ceph-osd": "osd"}
 FOOTNOTES = {
     ("ceph", "copy"): "Ceph RGW copies inside one cluster by reference (no data is moved)",
 }
@@ -87,19 +92,60 @@ def fmt_value(r: RowResult | None) -> str:
     return text + (f" ({r.errors} err)" if r.errors else "")
 
 
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """User + system CPU seconds of each role's process and its live children (gateway workers);
+    a role whose process cannot be read is left out."""
+    out: dict[str, float] = {}
+    for role, pid in pids.items():
+        try:
+            proc = psutil.Process(pid)
+            procs = [proc, *proc.children(recursive=True)]
+        except psutil.Error:
+            continue
+        total = 0.0
+        for p in procs:
+            try:
+                t = p.cpu_times()
+            except psutil.Error:
+                continue
+            total += t.user + t.system
+        out[role] = total
+    return out
+
+
+def cpu_per_op(before: dict[str, float], after: dict[str, float], ops: int) -> dict[str, float]:
+    """µs of CPU per successful op, per role."""
+    if ops <= 0:
+        return {}
+    return {role: round((after[role] - before[role]) * 1e6 / ops, 1) for role in before if role in after}
+
+
+def fmt_cpu(r: RowResult | None) -> str:
+    """'gw 210 / dmd 95': µs of CPU per op of each server process; '-' when no pid was known."""
+    if r is None or not r.cpu_us_per_op:
+        return "-"
+    return " / ".join(f"{ROLE_SHORT.get(role, role)} {us:,.0f}" for role, us in r.cpu_us_per_op.items())
+
+
 async def measure(name: str, server: Server, sizes: Sizes, names: set[str]) -> dict[str, Any]:
     """All S3 rows against one running server, with its memory sampled all along."""
     sampler = RssSampler(server.pids)
     sampler.start()
     target = Target(name, server.endpoint, server.access_key, server.secret_key)
+    cpu_before: dict[str, dict[str, float]] = {}
 
     def row_started(workload: str, _: str) -> None:
         sampler.open_window(workload)
+        cpu_before[workload] = cpu_seconds(server.pids)
 
     def row_done(r: RowResult) -> None:
         r.peak_rss = sampler.close_window(r.workload)
+        if r.value is not None and r.workload in cpu_before:
+            r.cpu_us_per_op = cpu_per_op(cpu_before.pop(r.workload), cpu_seconds(server.pids), r.ops)
         detail = (f"{r.ops} ok, {r.errors} err, {r.seconds:.2f} s, client cpu {r.client_cpu:.0%}"
                   if r.value is not None else r.error)
+        if r.workload in CPU_ROWS and r.cpu_us_per_op:
+            detail += f", server cpu/op {fmt_cpu(r)} µs"
         say(f"  {name:5} {workload_label(r.workload, sizes):34} {fmt_value(r):>14} {r.unit:7} {detail}")
 
     try:
@@ -181,6 +227,8 @@ def print_report(result: dict[str, Any], sizes: Sizes, servers: list[str]) -> No
         q = ratio(rows, n)
         line.append(f"{q:.2f}x" if q is not None else "-")
         table.append(line)
+        if n in CPU_ROWS:
+            table.append(["  server CPU per op (µs)", *(fmt_cpu(rows.get(s, {}).get(n)) for s in servers), ""])
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     say("")
     for i, row in enumerate(table):

@@ -41,9 +41,16 @@ class Server:
     extra: dict[str, object] = field(default_factory=dict)  # e.g. the dmd for the dmd-level benches
 
 
-def start_ours(tmp: Path, workers: int = 1) -> Server:
-    """dmd (file backend: RocksDB metadata, files for data) and one gateway over it."""
-    dmd = start_dmd(tmp / "dmd")
+def _sockets_default() -> bool:
+    """Gateway-dmd over TCP loopback, as `make start` runs them; BENCH_DMD_SOCKETS=1 measures the
+    Unix-domain sockets instead (docs/operations.md#unix-domain-sockets: no measurable gain, issue 18)."""
+    return os.environ.get("BENCH_DMD_SOCKETS", "0") == "1"
+
+
+def start_ours(tmp: Path, workers: int = 1, sockets: bool | None = None) -> Server:
+    """dmd (file backend: RocksDB metadata, files for data) and one gateway over it, through
+    Unix-domain sockets when `sockets` (default: `_sockets_default()`)."""
+    dmd = start_dmd(tmp / "dmd", sockets=_sockets_default() if sockets is None else sockets)
     try:
         gw = start_gateway(tmp / "gateway", dmd, workers=workers, env={"S3KMSPATH": str(tmp / "kms")})
     except BaseException:

@@ -106,6 +106,10 @@ def _xml_text(body: bytes, tag: str) -> str | None:
     return None
 
 
+def _xml_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 async def generated_body(size: int, chunk: bytes) -> AsyncIterator[bytes]:
     """`size` bytes made of repetitions of `chunk`: a large body without holding it in memory."""
     left = size
@@ -187,6 +191,21 @@ class S3Client:
     async def delete_object(self, bucket: str, key: str) -> None:
         await self.call("DELETE", bucket, key, expect=(204, 200))
 
+    async def delete_objects(self, bucket: str, keys: list[str], quiet: bool = False) -> tuple[int, int]:
+        """One DeleteObjects request; (Deleted entries, Error entries) of its result document."""
+        objects = "".join(f"<Object><Key>{_xml_escape(k)}</Key></Object>" for k in keys)
+        xml = (f'<Delete xmlns="{S3_NS}">{"<Quiet>true</Quiet>" if quiet else ""}{objects}</Delete>').encode()
+        md5 = base64.b64encode(hashlib.md5(xml).digest()).decode()
+        _, body, _ = await self.call("POST", bucket, query=[("delete", "")], data=xml,
+                                     headers={"content-md5": md5, "content-length": str(len(xml))})
+        deleted = errors = 0
+        for el in etree.fromstring(body):
+            if isinstance(el.tag, str):
+                name = etree.QName(el).localname
+                deleted += name == "Deleted"
+                errors += name == "Error"
+        return deleted, errors
+
     async def delete_bucket(self, bucket: str) -> None:
         await self.call("DELETE", bucket, expect=(204, 200))
 
@@ -267,11 +286,15 @@ class Sizes:
     mpu_parallel: int = 4
     copy_object: int = 64 * MiB
     chunk: int = MiB
+    delete_batches: int = 5    # DeleteObjects row: this many requests of 1000 keys each
+    pd_dirs: int = 4           # "LIST prefix + delimiter" bucket: dir{i}/sub{j}/obj{k} ...
+    pd_subs: int = 1250        # ... so prefix dir3/ + delimiter / lists pd_subs common prefixes
+    pd_objs: int = 4
 
 
 FULL = Sizes()
 QUICK = Sizes(ops=300, op_seconds=3.0, big_object=32 * MiB, list_keys=2000, list_seconds=3.0, list_rounds=1,
-              mpu_object=32 * MiB, copy_object=8 * MiB)
+              mpu_object=32 * MiB, copy_object=8 * MiB, delete_batches=2, pd_subs=250, pd_objs=2)
 
 
 @dataclass
@@ -285,6 +308,7 @@ class RowResult:
     error: str | None = None     # why the row is n/a, or the first error seen
     peak_rss: dict[str, int] = field(default_factory=dict)  # filled in by the orchestrator
     client_cpu: float = 0.0      # load generator CPU / wall time over the row: near 1.0 = client-bound
+    cpu_us_per_op: dict[str, float] = field(default_factory=dict)  # server role -> CPU µs per op (orchestrator)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -445,6 +469,40 @@ async def delete_c32(t: Target, sizes: Sizes) -> RowResult:
     return row_from("delete_c32", "ops/s", out)
 
 
+async def delete_objects(t: Target, sizes: Sizes) -> RowResult:
+    """delete_batches x 1000 4 KiB objects (PUT untimed), then one DeleteObjects of 1000 keys at a
+    time (non-quiet, one request in flight): keys/s over the deletes only."""
+    await ensure_bucket(t)
+    body = small_body(sizes)
+    per = MAX_KEYS_PER_PAGE
+    keys = [f"mdel/{i:08d}" for i in range(sizes.delete_batches * per)]
+    async with client_for(t, sizes.fill_concurrency) as c:
+
+        async def put(i: int) -> None:
+            await c.put_object(t.bucket, keys[i], body)
+
+        filled = await run_ops(sizes.fill_concurrency, len(keys), None, put)
+        if filled.errors:
+            t.small_keys.extend(keys)   # cleanup deletes what exists
+            raise RuntimeError(f"filling: {filled.errors} PUTs failed, first: {filled.first_error}")
+    async with client_for(t, 1) as c:
+        deleted_keys = 0
+
+        async def op(i: int) -> None:
+            nonlocal deleted_keys
+            batch = keys[i * per:(i + 1) * per]
+            deleted, errors = await c.delete_objects(t.bucket, batch)
+            if errors or deleted != len(batch):
+                t.small_keys.extend(batch)
+                raise RuntimeError(f"DeleteObjects: {deleted} Deleted and {errors} Error entries for {len(batch)} keys")
+            deleted_keys += deleted
+
+        out = await run_ops(1, sizes.delete_batches, None, op)
+    row = row_from("delete_objects", "keys/s", out, deleted_keys)
+    row.ops = deleted_keys
+    return row
+
+
 def _mb(nbytes: int) -> float:
     return nbytes / MiB
 
@@ -595,6 +653,62 @@ async def list_root_delimiter(t: Target, sizes: Sizes) -> RowResult:
     return row_from("list_root_delim", "req/s", out)
 
 
+def _pd_bucket(sizes: Sizes) -> str:
+    # fixed name: a peer that keeps its data (Ceph) is filled once, not on every run
+    return f"bench-listpd-{sizes.pd_dirs}-{sizes.pd_subs}-{sizes.pd_objs}"
+
+
+async def _fill_pd_bucket(t: Target, sizes: Sizes) -> str:
+    """Empty objects dir{i}/sub{j}/obj{k}; filled once (a kept bucket with the right count is reused)."""
+    bucket = _pd_bucket(sizes)
+    total = sizes.pd_dirs * sizes.pd_subs * sizes.pd_objs
+    async with client_for(t, sizes.fill_concurrency) as c:
+        if await c.bucket_exists(bucket):
+            if await _count_keys(c, bucket, sizes.list_page) == total:
+                return bucket
+        else:
+            await c.create_bucket(bucket)
+
+        def key(n: int) -> str:
+            i, rest = divmod(n, sizes.pd_subs * sizes.pd_objs)
+            j, k = divmod(rest, sizes.pd_objs)
+            return f"dir{i}/sub{j:05d}/obj{k}"
+
+        async def op(n: int) -> None:
+            await c.put_object(bucket, key(n), b"")
+
+        out = await run_ops(sizes.fill_concurrency, total, None, op)
+        if out.errors:
+            raise RuntimeError(f"filling {bucket}: {out.errors} PUTs failed, first: {out.first_error}")
+    return bucket
+
+
+async def list_prefix_delimiter(t: Target, sizes: Sizes) -> RowResult:
+    """prefix dir3/ (the last dir when fewer), delimiter /, all pages of max-keys 1000: keys + prefixes per s."""
+    bucket = await _fill_pd_bucket(t, sizes)
+    prefix = f"dir{min(3, sizes.pd_dirs - 1)}/"
+    async with client_for(t, 1) as c:
+        entries = 0
+
+        async def op(_: int) -> None:
+            nonlocal entries
+            n, token = 0, None
+            while True:
+                p = await c.list_v2(bucket, prefix=prefix, delimiter="/", token=token, max_keys=sizes.list_page)
+                n += p.keys + p.prefixes
+                token = p.next_token
+                if not token:
+                    break
+            if n != sizes.pd_subs:
+                raise RuntimeError(f"listing {prefix} returned {n} keys + prefixes, expected {sizes.pd_subs}")
+            entries += n
+
+        out = await run_ops(1, sizes.ops, sizes.list_seconds, op)
+    row = row_from("list_prefix_delim", "keys/s", out, entries)
+    row.ops = entries
+    return row
+
+
 async def multipart_upload(t: Target, sizes: Sizes) -> RowResult:
     await ensure_bucket(t)
     chunk = os.urandom(sizes.chunk)
@@ -654,7 +768,9 @@ def _labels(sizes: Sizes) -> dict[str, str]:
             "put_big_sse": f"PUT {big} MiB SSE-S3 bucket", "get_big_sse": f"GET {big} MiB SSE-S3 bucket",
             "list_keys": f"list {sizes.list_keys} keys", "mpu_big": f"MPU {mpu} MiB ({sizes.mpu_part // MiB} MiB x{sizes.mpu_parallel})",
             "copy": f"CopyObject {cp} MiB",
-            "list_root_delim": f"root list delim '/' ({sizes.list_folders} dirs)"}
+            "list_root_delim": f"root list delim '/' ({sizes.list_folders} dirs)",
+            "list_prefix_delim": f"LIST prefix + delimiter ({sizes.pd_subs} prefixes)",
+            "delete_objects": f"DeleteObjects x1000 ({sizes.delete_batches} requests)"}
 
 
 # Order matters: the PUT rows create what GET/HEAD read, DELETE removes them.
@@ -670,7 +786,9 @@ WORKLOADS: list[Workload] = [
     Workload("get_big_sse", "GET big SSE-S3", "MB/s", get_big_sse, big=True),
     Workload("list_keys", "list keys", "keys/s", list_keys),
     Workload("list_root_delim", "root list delimiter", "req/s", list_root_delimiter),
+    Workload("list_prefix_delim", "LIST prefix + delimiter", "keys/s", list_prefix_delimiter),
     Workload("delete_c32", "DELETE c32", "ops/s", delete_c32),
+    Workload("delete_objects", "DeleteObjects x1000", "keys/s", delete_objects),
     Workload("mpu_big", "MPU big", "MB/s", multipart_upload, big=True),
     Workload("copy", "CopyObject", "MB/s", copy_object, big=True),
 ]

@@ -23,7 +23,7 @@ from botocore.exceptions import ClientError
 
 from gateway import checksums
 from gateway.api.parts import part_range
-from gateway.listing import overview_key
+from shared.listing import overview_key
 from gateway.metadata.client import RemoteMetadataClient
 from tests.integration.conftest import ACCESS_KEY, ACCESS_KEY2, SECRET_KEY, SECRET_KEY2, make_client
 

@@ -16,7 +16,7 @@ import asyncpg
 import pytest
 from botocore.exceptions import ClientError
 
-from gateway.listing import DelimiterMaster, ListingStats, list_entries
+from shared.listing import DelimiterMaster, ListingStats, list_entries
 from gateway.metadata.pgschema import LATEST_VERSION
 from gateway.metadata.postgres import PostgresMetadataClient
 from shared import versionid

@@ -261,7 +261,7 @@ async def test_conditional_writes_over_the_rpc_and_their_emulation_for_an_origin
     await client.connect()
     try:
         assert client.conditional_writes is True          # announced in the manifest
-        assert client.manifest["extensions"] == ["conditionalWrites"]
+        assert "conditionalWrites" in client.manifest["extensions"]
         client.conditional_writes = native                 # False: as against the original dmd
         sub = [f"rpc-{uuid.uuid4().hex[:8]}"]
         assert await client.put(sub, "k", "one", {"ifAbsent": True}) is None

@@ -1,4 +1,4 @@
-"""The listing algorithms of gateway/listing (docs/listing.md) over an in-test sorted source.
+"""The listing algorithms of shared/listing (docs/listing.md) over an in-test sorted source.
 
 The source below is test input: a sorted list served as an async generator that honours
 gt/gte/lt/lte in UTF-8 byte order (compared as bytes, independently of the code under test) and
@@ -16,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.listing import (MPU, Delimiter, DelimiterMaster, DelimiterVersions, ListingStats, inc, list_entries,
+from shared.listing import (MPU, Delimiter, DelimiterMaster, DelimiterVersions, ListingStats, inc, list_entries,
                              overview_key)
-from gateway.listing.driver import range_is_empty
+from shared.listing.driver import range_is_empty
 from shared.metastore import MemoryKV, MetaStore
 from shared.metastore.errors import MetadataError
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.listing.common import (FILTER_ACCEPT, FILTER_END, FILTER_SKIP, NULL_VERSION_ID, VERSION_SEPARATOR, Entry,
+from shared.listing.common import (FILTER_ACCEPT, FILTER_END, FILTER_SKIP, NULL_VERSION_ID, VERSION_SEPARATOR, Entry,
                                     ListingAlgorithm, SkipHint, after_versions, inc, is_phd, resolve_max_keys,
                                     version_id_of)
-from gateway.listing.delimiter import common_prefix, folder_range, marker_is_lower_bound
+from shared.listing.delimiter import common_prefix, folder_range, marker_is_lower_bound
 
 
 class DelimiterVersions(ListingAlgorithm):

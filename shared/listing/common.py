@@ -6,24 +6,25 @@ with `<` directly; only `inc()` has to know about the gap the surrogate range le
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.limits import MAX_PAGE
-from gateway.store import VERSIONS_END
-from shared import versionid
+from shared import jsoncodec, versionid
+from shared.versionid import VERSIONS_END
 
 # filter() return codes (Arsenal `constants`).
 FILTER_ACCEPT = 1
 FILTER_SKIP = 0
 FILTER_END = -1
 
+# AWS's page size of a listing (also ListParts and DeleteObjects): the default and the cap. Owned here
+# because the dmd runs the listings too (it must not import gateway/); gateway/limits.py re-exports it.
+MAX_PAGE = 1000
 # S3 page size used when the caller gives none (the gateway also caps requests at this value).
 DEFAULT_MAX_KEYS = MAX_PAGE
 
 # Version key = master key + VERSION_SEPARATOR + versionId (docs/metadata-keys.md#object-keys); key + VERSIONS_END
-# (gateway/store.py) is the smallest string after every version key of key.
+# (shared/versionid.py) is the smallest string after every version key of key.
 VERSION_SEPARATOR = versionid.SEPARATOR
 # Version id listed for a master written without versioning.
 NULL_VERSION_ID = versionid.EXTERNAL_NULL
@@ -63,7 +64,7 @@ def _json_flag(value: str, field: str) -> bool:
     if field not in value:
         return False
     try:
-        parsed = json.loads(value)
+        parsed = jsoncodec.loads(value)
     except ValueError:
         return False
     return isinstance(parsed, dict) and parsed.get(field) is True
@@ -83,7 +84,7 @@ def version_id_of(value: str) -> str | None:
     if "versionId" not in value:
         return None
     try:
-        parsed = json.loads(value)
+        parsed = jsoncodec.loads(value)
     except ValueError:
         return None
     vid = parsed.get("versionId") if isinstance(parsed, dict) else None

@@ -1,7 +1,8 @@
 """Runs a listing algorithm over metadata read streams: skip-ahead, early stop, stream closing.
 
-`open_stream(options)` is a metadata read stream over one keyspace (in production
-`Store.object_stream(bucket)` or `Store.upload_stream(bucket)`): an async iterator of {"key", "value"}
+`open_stream(options)` is a metadata read stream over one keyspace (in the dmd the engine's
+`read_stream` on the bucket's sublevel, where a reopen is a RocksDB seek; in the gateway, against
+a dmd without the `listObject` call, the RPC `createReadStream`; on PostgreSQL a keyset range scan): an async iterator of {"key", "value"}
 in key order, honouring gt/gte/lt/lte. The driver reads only what the page needs: it stops at the
 algorithm's FILTER_END (one look-ahead entry past the page) and, when the algorithm reports a run
 of keys it would only skip (a folder already returned as a common prefix, the versions of a key),
@@ -10,13 +11,14 @@ before it returns or raises.
 """
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Union
 
-from gateway.listing.common import FILTER_END, FILTER_SKIP, Entry, ListingAlgorithm, SkipHint
+from shared.listing.common import FILTER_END, FILTER_SKIP, Entry, ListingAlgorithm, SkipHint
 from shared.log import get_logger, log_event
 
 logger = get_logger(__name__)
@@ -32,6 +34,10 @@ class ListingStats:
     """What one listing cost at the source: entries received and streams opened."""
     entries_read: int = 0
     streams_opened: int = 0
+
+    def add(self, other: "ListingStats") -> None:
+        self.entries_read += other.entries_read
+        self.streams_opened += other.streams_opened
 
 
 def range_is_empty(params: dict[str, str]) -> bool:
@@ -68,8 +74,15 @@ async def _close(stream: AsyncIterator[Entry]) -> None:
 
 
 async def list_entries(open_stream: OpenStream, algorithm: ListingAlgorithm,
-                       stats: ListingStats | None = None) -> dict[str, Any]:
+                       stats: ListingStats | None = None, *, max_skip_run: int | None = None,
+                       yield_every: int | None = None) -> dict[str, Any]:
     """Feeds `algorithm` from `open_stream` and returns `algorithm.result()`.
+
+    `max_skip_run`: where reopening a stream is cheap (a seek in process), jump a run of skipped
+    entries after at most this many, whatever the algorithm's hint says (its `after` is sized for
+    a network round trip). `yield_every`: give the event loop a turn every that many entries
+    read, so that a long run of entries the page does not show (delete markers, versions, a
+    synchronous engine's stream) never holds up other clients for long.
 
     Stream errors propagate (the gateway answers InternalError); the stream is closed either way.
     """
@@ -88,6 +101,8 @@ async def list_entries(open_stream: OpenStream, algorithm: ListingAlgorithm,
         try:
             async for entry in stream:
                 stats.entries_read += 1
+                if yield_every is not None and stats.entries_read % yield_every == 0:
+                    await asyncio.sleep(0)
                 code = algorithm.filter(entry)
                 if code == FILTER_END:
                     break
@@ -99,7 +114,8 @@ async def list_entries(open_stream: OpenStream, algorithm: ListingAlgorithm,
                     current_hint, skipped_under_hint = hint, 0
                 elif code == FILTER_SKIP:
                     skipped_under_hint += 1
-                if skipped_under_hint < hint.after:
+                after = hint.after if max_skip_run is None else min(hint.after, max_skip_run)
+                if skipped_under_hint < after:
                     continue
                 if hint.gte is None:
                     break  # nothing sorts after the run being skipped

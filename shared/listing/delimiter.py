@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.listing.common import (FILTER_ACCEPT, FILTER_END, FILTER_SKIP, VERSION_SEPARATOR, Entry,
+from shared.listing.common import (FILTER_ACCEPT, FILTER_END, FILTER_SKIP, VERSION_SEPARATOR, Entry,
                                     ListingAlgorithm, SkipHint, after_versions, inc, is_delete_marker, is_phd,
                                     resolve_max_keys)
 

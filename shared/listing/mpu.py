@@ -16,11 +16,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.listing.common import (DEFAULT_MAX_KEYS, FILTER_ACCEPT, FILTER_END, FILTER_SKIP, Entry, ListingAlgorithm,
+from shared.listing.common import (DEFAULT_MAX_KEYS, FILTER_ACCEPT, FILTER_END, FILTER_SKIP, Entry, ListingAlgorithm,
                                     SkipHint, inc, resolve_max_keys)
-from gateway.listing.delimiter import common_prefix
-from gateway.store import MPU_OVERVIEW_PREFIX, overview_key  # the store's overview key layout, walked here
-from gateway.store import SPLITTER as MPU_SPLITTER
+from shared.listing.delimiter import common_prefix
+
+# The MPU shadow bucket's key layout (docs/metadata-keys.md#mpu-shadow-bucket), owned here because the
+# dmd walks it too; gateway/store.py imports it.
+SPLITTER = "..|.."
+MPU_SPLITTER = SPLITTER
+MPU_OVERVIEW_PREFIX = "overview" + SPLITTER
+
+
+def overview_key(object_key: str, upload_id: str) -> str:
+    """The key of an upload's overview record, which MPU lists (and its markers name)."""
+    return MPU_OVERVIEW_PREFIX + object_key + SPLITTER + upload_id
 
 
 def _folder_is_contiguous(folder_tail: str) -> bool:
