@@ -63,6 +63,7 @@ TMP_DIR_NAME = ".tmp"  # cannot collide with a numeric folder or a hex key
 WRITE_BATCH_BYTES = 1 << 20  # body bytes gathered before one writev(2) in a worker thread
 WRITE_BATCH_PIECES = 256  # ... or this many body pieces (well under IOV_MAX)
 READ_CHUNK_BYTES = 1 << 20  # read size when sendfile is not available
+SMALL_BLOB_BYTES = 128 << 10  # a whole-blob GET up to this size is read with the open, in one thread hop
 BODY_IDLE_TIMEOUT_S = 60.0  # an upload that sends nothing for this long is dropped
 
 log = get_logger("dmd.data")
@@ -328,17 +329,25 @@ class DataFileStore:
             os.close(fd)
 
     # read / delete
-    async def open_blob(self, key: str) -> tuple[IO[bytes], int]:
-        """Open a blob for reading: (binary file, size). The caller closes the file.
+    async def open_blob(self, key: str, read_below: int = 0) -> tuple[IO[bytes], int, bytes | None]:
+        """Open a blob for reading: (binary file, size, None). The caller closes the file.
+        With `read_below`, a blob smaller than that is read whole in the same thread hop:
+        (file, size, its bytes).
 
         Reading from the open file keeps working even if the blob is deleted meanwhile.
         """
         path = self.path_for(key)
 
-        def _open() -> tuple[IO[bytes], int]:
+        def _open() -> tuple[IO[bytes], int, bytes | None]:
             f = open(path, "rb")
             try:
-                return f, os.fstat(f.fileno()).st_size
+                size = os.fstat(f.fileno()).st_size
+                data = None
+                if size < read_below:
+                    data = f.read(size)
+                    if len(data) != size:   # cannot happen: the fd stays valid, blobs never change
+                        data = None
+                return f, size, data
             except BaseException:
                 f.close()
                 raise
@@ -647,7 +656,11 @@ class _DataHandler:
         return resp
 
     async def _get(self, request: web.Request, key: str) -> web.StreamResponse:
-        f, size = await self.store.open_blob(key)
+        whole = "Range" not in request.headers
+        f, size, data = await self.store.open_blob(key, SMALL_BLOB_BYTES if whole else 0)
+        if data is not None:
+            f.close()
+            return web.Response(status=200, body=data, headers={"Accept-Ranges": "bytes"})
         try:
             try:
                 byte_range = parse_range(request.headers.get("Range"), size)

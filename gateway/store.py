@@ -391,6 +391,17 @@ class Store:
         """Plain delete of the master (non-versioned bucket): the master it removed, or None."""
         return _previous_object(await self.client.delete([bucket], key, {"returnPrevious": True}))
 
+    async def remove_objects(self, bucket: str, keys: list[str]) -> list[ObjectMD | None]:
+        """`remove_object` of every key (non-versioned bucket), in metadata calls of at most
+        rpc.MAX_DELETE_MANY_KEYS keys (one `deleteMany` each when the dmd has it): per key, in
+        order, the master removed or None (a key listed twice is removed by its first entry)."""
+        removed: list[ObjectMD | None] = []
+        for start in range(0, len(keys), rpc.MAX_DELETE_MANY_KEYS):
+            chunk = keys[start:start + rpc.MAX_DELETE_MANY_KEYS]
+            previous = await self.client.delete_many([bucket], chunk, {"returnPrevious": True})
+            removed.extend(_previous_object({"previous": value}) for value in previous)
+        return removed
+
     async def delete_object_if(self, bucket: str, key: str, text: str) -> bool:
         """Delete the master only if it is still exactly `text` (undoing our own plain put)."""
         return await self._write_if([bucket], key, None, match=text)

@@ -16,7 +16,8 @@ from typing import Any
 
 from shared.config import (DEFAULT_CALL_TIMEOUT_MS, DEFAULT_STREAM_ACK_TIMEOUT_MS,
                            DEFAULT_STREAM_MAX_PENDING_ACK)
-from shared.metastore.engine import CONDITION_OPTIONS, OPT_IF_ABSENT, OPT_IF_MATCH, OPT_RETURN_PREVIOUS
+from shared.metastore.engine import (CONDITION_OPTIONS, MAX_DELETE_MANY_KEYS, MAX_DELETE_MANY_REPLY_BYTES,
+                                     OPT_IF_ABSENT, OPT_IF_MATCH, OPT_RETURN_PREVIOUS, REPLY_TOO_LARGE)
 from shared.metastore.errors import PRECONDITION_FAILED, MetadataError, invalid_argument
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "DEFAULT_CALL_TIMEOUT_MS", "DEFAULT_STREAM_MAX_PENDING_ACK", "DEFAULT_STREAM_ACK_TIMEOUT_MS",
     "CALL_GET_MANIFEST", "CALL_PUT", "CALL_GET", "CALL_DEL", "CALL_CREATE_READ_STREAM",
     "CALL_RAW_LIST_KEYS", "CALL_GET_UUID", "CALL_GET_DISK_USAGE", "CALL_GET_STATS", "CALL_LIST_OBJECT",
+    "CALL_DELETE_MANY", "MAX_DELETE_MANY_KEYS", "MAX_DELETE_MANY_REPLY_BYTES", "REPLY_TOO_LARGE",
     "MANIFEST_CALLS", "STREAM_CALLS", "CallParams", "build_params", "parse_params", "parse_call_args",
     "manifest", "stream_marker", "parse_stream_marker", "new_stream_id", "stream_id_of",
     "flatten_error", "unflatten_error", "timeout_error", "stream_timeout_error", "payload_size",
@@ -61,11 +63,14 @@ CALL_GET_STATS = "getStats"
 # Ours: one listing page computed in the dmd (docs/protocol.md#listobject). A client uses it only when
 # the manifest names it (the original dmd's does not) and reads streams otherwise.
 CALL_LIST_OBJECT = "listObject"
+# Ours: plain deletes of up to MAX_DELETE_MANY_KEYS keys of one sublevel, one reply once all are durable
+# (docs/protocol.md#deletemany). Used only when the manifest names it; otherwise one `del` per key.
+CALL_DELETE_MANY = "deleteMany"
 
 # The manifest lists sync calls first, then async calls, without getManifest (docs/protocol.md#handshake).
 MANIFEST_CALLS: tuple[str, ...] = (CALL_CREATE_READ_STREAM, CALL_RAW_LIST_KEYS, CALL_GET_UUID,
                                    CALL_PUT, CALL_DEL, CALL_GET, CALL_GET_DISK_USAGE, CALL_GET_STATS,
-                                   CALL_LIST_OBJECT)
+                                   CALL_LIST_OBJECT, CALL_DELETE_MANY)
 # Calls whose result is a stream marker (docs/protocol.md#read-streams).
 STREAM_CALLS = frozenset({CALL_CREATE_READ_STREAM, CALL_RAW_LIST_KEYS})
 
@@ -87,7 +92,8 @@ MAX_KEY_BYTES = 16 * 1024
 MAX_VALUE_BYTES = 32 * 1024 * 1024
 
 # Calls addressed to a sublevel must say which one; root calls may omit it.
-_SUBLEVEL_REQUIRED = frozenset({CALL_PUT, CALL_GET, CALL_DEL, CALL_CREATE_READ_STREAM, CALL_LIST_OBJECT})
+_SUBLEVEL_REQUIRED = frozenset({CALL_PUT, CALL_GET, CALL_DEL, CALL_CREATE_READ_STREAM, CALL_LIST_OBJECT,
+                                CALL_DELETE_MANY})
 
 
 @dataclass(frozen=True)
@@ -170,7 +176,8 @@ def parse_call_args(name: str, args: list[Any]) -> tuple[Any, ...]:
 
     put -> (key, value, options); get/del -> (key, options);
     createReadStream/rawListKeys -> (options,); listObject -> (params,) with params.listingType
-    (checked by shared/listing/page.make_algorithm); others -> ().
+    (checked by shared/listing/page.make_algorithm); deleteMany -> (keys, options), at most
+    MAX_DELETE_MANY_KEYS keys, each checked as a del's key (the options by the engine); others -> ().
     """
     if name == CALL_PUT:
         key = _arg_key(name, args, 0)
@@ -184,6 +191,18 @@ def parse_call_args(name: str, args: list[Any]) -> tuple[Any, ...]:
         return _arg_key(name, args, 0), _arg_options(name, args, 1)
     if name in STREAM_CALLS or name == CALL_LIST_OBJECT:
         return (_arg_options(name, args, 0),)
+    if name == CALL_DELETE_MANY:
+        keys = args[0] if args else None
+        if not isinstance(keys, list):
+            raise invalid_argument(f"{name}: rpcArgs[0] (keys) must be an array of strings, got {_json_type(keys)}")
+        if len(keys) > MAX_DELETE_MANY_KEYS:
+            raise invalid_argument(f"{name}: at most {MAX_DELETE_MANY_KEYS} keys per call, got {len(keys)}")
+        for i, key in enumerate(keys):
+            if not isinstance(key, str):
+                raise invalid_argument(f"{name}: keys[{i}] must be a string, got {_json_type(key)}")
+            if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+                raise invalid_argument(f"{name}: keys[{i}] longer than {MAX_KEY_BYTES} bytes")
+        return keys, _arg_options(name, args, 1)
     return ()
 
 

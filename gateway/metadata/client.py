@@ -51,6 +51,8 @@ RECONNECT_DELAY_MAX_S = 2.0
 # socket.io handshake budget of one connection attempt.
 CONNECT_ATTEMPT_TIMEOUT_S = 2.0
 HEALTH_TIMEOUT_MS = 2000
+# delete_many over one `delete` per key (a dmd without deleteMany, PostgreSQL): keys in flight.
+DELETE_MANY_CONCURRENCY = 128
 
 _REQUIRED_CALLS = (rpc.CALL_PUT, rpc.CALL_GET, rpc.CALL_DEL, rpc.CALL_CREATE_READ_STREAM)
 # Calls that change nothing: retried, within the retry window, when the connection is lost
@@ -114,29 +116,53 @@ class MetadataClient(abc.ABC):
                      req_uids: str | None = None) -> Any:
         """As put: ifMatch and returnPrevious apply to a plain delete."""
 
+    async def delete_many(self, sublevel: list[str], keys: list[str], options: dict | None = None, *,
+                          req_uids: str | None = None) -> list[str | None]:
+        """Plain deletes of `keys` (at most rpc.MAX_DELETE_MANY_KEYS; option returnPrevious only):
+        the same answers as one `delete` per key in that order. The list holds, per key, the value
+        deleted (None: absent, or without returnPrevious). Bad arguments raise InvalidArgument
+        before anything is deleted.
+
+        This default runs the deletes over `delete`, DELETE_MANY_CONCURRENCY keys at a time, the
+        entries of one key one after the other in order (against a dmd without deleteMany, and
+        PostgreSQL). Not atomic as a whole: a failure fails the call, some deletes done."""
+        keys, opts = rpc.parse_call_args(rpc.CALL_DELETE_MANY, [keys, options])
+        return_previous = opts.get(rpc.OPT_RETURN_PREVIOUS)
+        if any(v is not None for n, v in opts.items() if n != rpc.OPT_RETURN_PREVIOUS) \
+                or (return_previous is not None and not isinstance(return_previous, bool)):
+            raise MetadataError("InvalidArgument", 400, "deleteMany: the only option is returnPrevious (a boolean)")
+        by_key: dict[str, list[int]] = {}
+        for index, key in enumerate(keys):
+            by_key.setdefault(key, []).append(index)
+        results: list[str | None] = [None] * len(keys)
+        limit = asyncio.Semaphore(DELETE_MANY_CONCURRENCY)
+
+        async def run_key(key: str, indexes: list[int]) -> None:
+            async with limit:
+                for index in indexes:
+                    reply = await self.delete(sublevel, key, {rpc.OPT_RETURN_PREVIOUS: True} if return_previous else {},
+                                              req_uids=req_uids)
+                    if return_previous:
+                        previous = reply.get("previous") if isinstance(reply, dict) else None
+                        results[index] = previous if isinstance(previous, str) else None
+
+        await asyncio.gather(*(run_key(key, indexes) for key, indexes in by_key.items()))
+        return results
+
+    async def _delete_halves(self, sublevel: list[str], keys: list[str], options: dict | None,
+                             req_uids: str | None) -> list[str | None]:
+        """After a deleteMany refused as REPLY_TOO_LARGE (nothing deleted): the first half of the
+        keys, then the second, each as its own delete_many; one key alone through `delete`."""
+        if len(keys) <= 1:
+            return await MetadataClient.delete_many(self, sublevel, keys, options, req_uids=req_uids)
+        half = len(keys) // 2
+        first = await self.delete_many(sublevel, keys[:half], options, req_uids=req_uids)
+        return first + await self.delete_many(sublevel, keys[half:], options, req_uids=req_uids)
+
     @abc.abstractmethod
     def read_stream(self, sublevel: list[str], options: dict, *,
                     req_uids: str | None = None) -> AsyncIterator[Any]:
         """{key, value} items of a range (levelup options); aclose() ends it early."""
-
-    async def get_bucket_record(self, key: str, *, req_uids: str | None = None) -> str:
-        """get() of a bucket record (rpc.INVALIDATED_SUBLEVEL), which a client may answer from a
-        cache it keeps coherent (RemoteMetadataClient with the dmd's bucketInvalidation extension).
-        Only for reads that may be a moment behind another gateway's write: the write paths'
-        checks read with get()."""
-        return await self.get([rpc.INVALIDATED_SUBLEVEL], key, {}, req_uids=req_uids)
-
-    def bucket_watch(self) -> int | None:
-        """A token to take before a write into a bucket, for bucket_unchanged_since; None when this
-        client keeps no coherent cache of bucket records."""
-        return None
-
-    def bucket_unchanged_since(self, key: str, token: int | None) -> str | None:
-        """The cached record of bucket `key` if no bucket record changed (no invalidation, no
-        reconnection) since `token` was taken, else None. Announcements travel on the connection of
-        the calls, ahead of the replies that follow them: a write answered since `token` without one
-        landed while the bucket held this record."""
-        return None
 
     async def get_bucket_record(self, key: str, *, req_uids: str | None = None) -> str:
         """get() of a bucket record (rpc.INVALIDATED_SUBLEVEL), which a client may answer from a
@@ -208,6 +234,17 @@ class LocalMetadataClient(MetadataClient):
     async def delete(self, sublevel: list[str], key: str, options: dict | None = None, *,
                      req_uids: str | None = None) -> str | None:
         return await self.store.delete(sublevel, key, options or {})
+
+    async def delete_many(self, sublevel: list[str], keys: list[str], options: dict | None = None, *,
+                          req_uids: str | None = None) -> list[str | None]:
+        """The engine's deleteMany, in process (one delete per key when the values are too large)."""
+        try:
+            reply = await self.store.delete_many(sublevel, keys, options or {})
+        except MetadataError as exc:
+            if exc.type != rpc.REPLY_TOO_LARGE:
+                raise
+            return await self._delete_halves(sublevel, keys, options, req_uids)
+        return [None] * len(keys) if reply is None else reply
 
     async def read_stream(self, sublevel: list[str], options: dict, *,
                           req_uids: str | None = None) -> AsyncIterator[Any]:
@@ -296,6 +333,7 @@ class RemoteMetadataClient(MetadataClient):
         self.manifest: dict[str, Any] | None = None
         self.conditional_writes = False   # the dmd checks put/del conditions itself (manifest extension)
         self.list_object = False          # the dmd computes listing pages itself (listObject in its manifest)
+        self.delete_many_call = False     # the dmd deletes many keys in one call (deleteMany in its manifest)
         # Bucket records cached while connected to a dmd that announces every change of them
         # (rpc.EXTENSION_BUCKET_INVALIDATION); _bucket_gen counts invalidations, so that a read
         # that overlapped one is not cached.
@@ -365,6 +403,7 @@ class RemoteMetadataClient(MetadataClient):
         self._forget_buckets()
         self._bucket_cache_on = rpc.supports(manifest, rpc.EXTENSION_BUCKET_INVALIDATION)
         self.list_object = rpc.offers(manifest, rpc.CALL_LIST_OBJECT)
+        self.delete_many_call = rpc.offers(manifest, rpc.CALL_DELETE_MANY)
 
     async def _drop_connection(self) -> None:
         """Close the socket on purpose and stop any reconnection loop (ours or python-socketio's),
@@ -441,44 +480,6 @@ class RemoteMetadataClient(MetadataClient):
         self._fail_all(None)
         if not self._closing and not self._dropping:
             log_event(logger, logging.WARNING, "metadata connection lost, reconnecting", url=self.url)
-
-    # ---- bucket records cache (rpc.EXTENSION_BUCKET_INVALIDATION) -----------------
-
-    def _forget_buckets(self) -> None:
-        self._bucket_gen += 1
-        self._bucket_cache.clear()
-
-    async def _on_invalidate(self, payload: Any = None) -> None:
-        key = payload.get("key") if isinstance(payload, dict) else None
-        self._bucket_gen += 1
-        if isinstance(key, str):
-            self._bucket_cache.pop(key, None)
-        else:   # not ours to understand: forget everything
-            self._bucket_cache.clear()
-
-    async def get_bucket_record(self, key: str, *, req_uids: str | None = None) -> str:
-        if not self._bucket_cache_on:
-            return await self.get([rpc.INVALIDATED_SUBLEVEL], key, {}, req_uids=req_uids)
-        cached = self._bucket_cache.get(key)
-        if cached is not None:
-            return cached
-        generation = self._bucket_gen
-        value = await self.get([rpc.INVALIDATED_SUBLEVEL], key, {}, req_uids=req_uids)
-        # An invalidation (or a reconnection) while the read was out may mean `value` is older
-        # than what the dmd holds now: keep it only if none came.
-        if generation == self._bucket_gen and self._bucket_cache_on and isinstance(value, str):
-            if len(self._bucket_cache) >= BUCKET_CACHE_MAX:
-                self._bucket_cache.pop(next(iter(self._bucket_cache)))
-            self._bucket_cache[key] = value
-        return value
-
-    def bucket_watch(self) -> int | None:
-        return self._bucket_gen if self._bucket_cache_on else None
-
-    def bucket_unchanged_since(self, key: str, token: int | None) -> str | None:
-        if token is None or token != self._bucket_gen or not self._bucket_cache_on:
-            return None
-        return self._bucket_cache.get(key)
 
     # ---- bucket records cache (rpc.EXTENSION_BUCKET_INVALIDATION) -----------------
 
@@ -632,6 +633,25 @@ class RemoteMetadataClient(MetadataClient):
             return await self._emulated(rpc.CALL_DEL, sublevel, key, None, options or {}, req_uids)
         return await self._call(rpc.CALL_DEL, [key, options or {}], sublevel, req_uids)
 
+    async def delete_many(self, sublevel: list[str], keys: list[str], options: dict | None = None, *,
+                          req_uids: str | None = None) -> list[str | None]:
+        """One deleteMany call when the dmd's manifest offers it; otherwise one `del` per key (the
+        default). Like `del`, never retried: a retry after a lost answer would find the keys gone
+        and answer null for them, so their data would never be freed."""
+        if not self.delete_many_call:
+            return await super().delete_many(sublevel, keys, options, req_uids=req_uids)
+        try:
+            reply = await self._call(rpc.CALL_DELETE_MANY, [list(keys), options or {}], sublevel, req_uids)
+        except MetadataError as exc:
+            if exc.type != rpc.REPLY_TOO_LARGE:
+                raise
+            return await self._delete_halves(sublevel, keys, options, req_uids)
+        if reply is None:
+            return [None] * len(keys)
+        if not isinstance(reply, list) or len(reply) != len(keys):
+            raise MetadataError("InternalError", 500, f"deleteMany reply is not a list of {len(keys)} values")
+        return reply
+
     async def _emulated(self, name: str, sublevel: list[str], key: str, value: str | None,
                         options: dict[str, Any], req_uids: str | None) -> Any:
         """A conditional put/del on a dmd without the extension: read, check, write (not atomic)."""
@@ -657,7 +677,8 @@ class RemoteMetadataClient(MetadataClient):
         manifest offers it; otherwise the algorithm here over createReadStream (the original dmd)."""
         if not self.list_object:
             return await super().list_page(sublevel, listing_type, params, req_uids=req_uids)
-        return await self._call(rpc.CALL_LIST_OBJECT, [{**params, "listingType": listing_type}], sublevel, req_uids)
+        page = await self._call(rpc.CALL_LIST_OBJECT, [{**params, "listingType": listing_type}], sublevel, req_uids)
+        return jsoncodec.loads(page) if isinstance(page, str) else page   # the page as one JSON text
 
     async def get_uuid(self) -> str:
         return await self._call(rpc.CALL_GET_UUID, [], [])

@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from itertools import islice
@@ -45,6 +46,13 @@ UUID_FILENAME = "uuid"
 INITIAL_INSTANCE_ID_ENV = "INITIAL_INSTANCE_ID"
 DEFAULT_REPAIR_DELAY_S = 15.0          # repair of a PHD master is scheduled 15000 ms after the delete (docs/versioning.md#engine-algorithms)
 DEFAULT_WRITE_BATCH_MAX_OPS = 1_000
+MAX_DELETE_MANY_KEYS = 1_000           # keys of one deleteMany (docs/protocol.md#deletemany): AWS's DeleteObjects page
+# The values one deleteMany with returnPrevious may answer (and holds while it runs), counted as
+# encoded in the reply (quotes and backslashes escaped): beyond, it fails REPLY_TOO_LARGE with nothing
+# written, and the client asks again for halves of the keys. A value of an MPU object of 10,000 parts is
+# a few MB (1000 of them: gigabytes), and the gateway's websocket takes messages of at most 4 MiB.
+MAX_DELETE_MANY_REPLY_BYTES = 2 * 1024 * 1024
+REPLY_TOO_LARGE = "ReplyTooLarge"
 PHD_LISTING_LIMIT = 3                  # current Arsenal lists 3 entries (master + 2 versions) to resolve a PHD
 VERSIONS_UPPER = versionid.VERSIONS_END.encode()   # docs/metadata-keys.md#object-keys
 VERSION_SEPARATOR = versionid.SEPARATOR.encode()
@@ -89,6 +97,9 @@ def append_version_id(value: str, vid: str) -> str:
     if head.rstrip().endswith("{"):
         return f"{head}{field}{value[end:]}"
     return f"{head},{field}{value[end:]}"
+
+
+_PHD_TRUE = re.compile(r'"isPHD"\s*:\s*true')   # JSON writers never escape plain ASCII letters
 
 
 def _version_fields(raw: str | None) -> tuple[str | None, bool]:
@@ -306,8 +317,9 @@ class MetaStore:
         if raw is None:
             raise obj_not_found()
         text = decode_text(raw)
-        # Most masters are not placeholders: skip the parse unless the field can be there.
-        if '"isPHD"' not in text or not _version_fields(text)[1]:
+        # Most masters are not placeholders (objects carry "isPHD": false): skip the parse unless
+        # the text can hold a true one.
+        if '"isPHD"' not in text or not _PHD_TRUE.search(text) or not _version_fields(text)[1]:
             return text
         resolved = await self._resolve_phd(master)
         if resolved is None:
@@ -332,6 +344,72 @@ class MetaStore:
         if version == versionid.EXTERNAL_NULL:
             raise MetadataError("NotImplemented", 501, "null-key versions are not supported")
         return await self._delete_version(master, version)
+
+    async def delete_many(self, sublevel: list[str], keys: list[str], options: dict | None) -> list[str | None] | None:
+        """Plain deletes of `keys` in one step (deleteMany, docs/protocol.md#deletemany): the same
+        answers as len(keys) `del` calls in that order, with one reply once all are durable.
+
+        Under the key locks of every key (taken in byte order: two callers never wait on each
+        other crosswise), each key is read through the write cache and every delete is queued as
+        one write, so they commit in one batch. With returnPrevious the reply is the list of the
+        values deleted, in key order (None: absent; a key listed twice is deleted by its first
+        entry, the second gets None); without it, None. An absent key writes nothing. Bad
+        arguments raise InvalidArgument before anything is read or written; values of more than
+        MAX_DELETE_MANY_REPLY_BYTES in all to return raise REPLY_TOO_LARGE (413), nothing written."""
+        self._check_open()
+        prefix = sublevel_prefix(sublevel)
+        if not isinstance(keys, list):
+            raise invalid_argument("deleteMany: keys must be an array of strings")
+        if len(keys) > MAX_DELETE_MANY_KEYS:
+            raise invalid_argument(f"deleteMany: at most {MAX_DELETE_MANY_KEYS} keys per call")
+        opts = _check_options(options)
+        for name, value in opts.items():
+            if name != OPT_RETURN_PREVIOUS and value is not None:
+                raise invalid_argument(f"deleteMany: unknown option {name} (plain deletes only)")
+        return_previous = opts.get(OPT_RETURN_PREVIOUS)
+        if return_previous is not None and not isinstance(return_previous, bool):
+            raise invalid_argument(f"deleteMany: option {OPT_RETURN_PREVIOUS} must be a boolean")
+        masters = [prefix + encode_text(key, "key") for key in keys]
+        previous: list[bytes | None] = []
+        if masters:
+            unique = sorted(set(masters))
+            async with contextlib.AsyncExitStack() as locks:
+                for master in unique:
+                    await locks.enter_async_context(self._key_lock(master))
+                current = self._read_many_for_update(unique, MAX_DELETE_MANY_REPLY_BYTES if return_previous else None)
+                # Nothing awaits from the reads to the enqueue: no write slips in between.
+                ops: list[Op] = [(m, None) for m in unique if current[m] is not None or m in self._pending]
+                for master in masters:
+                    previous.append(current[master])
+                    current[master] = None   # a second entry of the key finds it deleted
+                if ops:
+                    await self._durable(self._enqueue(ops))
+        if not return_previous:
+            return None
+        return [None if value is None else decode_text(value) for value in previous]
+
+    def _read_many_for_update(self, keys: list[bytes], budget: int | None) -> dict[bytes, bytes | None]:
+        """`_read_for_update` of many keys: each as it will be once every queued write is committed
+        (the write cache, else the store). Synchronous, point reads on the event loop (1000 cached
+        reads take about a millisecond, less than a thread hop that a landing commit could make
+        stale): nothing runs between these reads and the caller's enqueue. With a `budget`, the
+        values are kept, at most that many bytes of them (REPLY_TOO_LARGE beyond); without, only
+        whether each key exists (b"")."""
+        result: dict[bytes, bytes | None] = {}
+        total = 0
+        for key in keys:
+            entry = self._pending.get(key)
+            value = entry[0] if entry is not None else self._point_read(key)
+            if value is not None:
+                if budget is None:
+                    value = b""
+                else:
+                    total += len(value) + value.count(b'"') + value.count(b"\\")
+                    if total > budget:
+                        raise MetadataError(REPLY_TOO_LARGE, 413, f"deleteMany: the values to return exceed "
+                                            f"{budget} bytes; delete fewer keys per call")
+            result[key] = value
+        return result
 
     def read_stream(self, sublevel: list[str], options: dict) -> AsyncIterator[Any]:
         """levelup createReadStream on a sublevel: {"key","value"} items (or bare keys / values)."""

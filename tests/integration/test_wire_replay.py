@@ -8,7 +8,7 @@
    the result the original's gateway got.
 
 Known differences, asserted as such rather than skipped:
-- getManifest: ours lists two more calls (`getStats`, `listObject`) and an `extensions` field
+- getManifest: ours lists three more calls (`getStats`, `listObject`, `deleteMany`) and an `extensions` field
   (docs/protocol.md#handshake);
 - when the last version of a key is deleted, the original's engine leaves a PHD master (listed by
   the next createReadStream), ours deletes the master (docs/versioning.md#placeholders-and-repair).
@@ -115,7 +115,8 @@ def test_replayed_requests_get_the_original_answers(tmp_path: Path, transcript: 
                 if name == "getManifest":
                     assert ours[0] is None and theirs[0] is None, where
                     assert ours[1]["api"][:len(theirs[1]["api"])] == theirs[1]["api"], where
-                    assert ours[1]["api"][len(theirs[1]["api"]):] == [{"name": "getStats"}, {"name": "listObject"}], where
+                    assert ours[1]["api"][len(theirs[1]["api"]):] == [{"name": "getStats"}, {"name": "listObject"},
+                                                                      {"name": "deleteMany"}], where
                     assert ours[1]["apiVersion"] == theirs[1]["apiVersion"], where
                     outcomes["manifest"] += 1
                 elif theirs[0] is not None:
