@@ -231,22 +231,15 @@ class MetadataServer:
             raise invalid_argument(f"Unknown remote call {name} in namespace {rpc.NAMESPACE}")
         p = rpc.parse_params(name, params)
         args = rpc.parse_call_args(name, p.rpc_args)
-        if name == rpc.CALL_PUT or name == rpc.CALL_DEL:
-            write = self.store.put if name == rpc.CALL_PUT else self.store.delete
-            if p.sub_level != [rpc.INVALIDATED_SUBLEVEL]:
-                return await write(p.sub_level, *args)
+        if name in (rpc.CALL_PUT, rpc.CALL_DEL, rpc.CALL_DELETE_MANY):
+            write = {rpc.CALL_PUT: self.store.put, rpc.CALL_DEL: self.store.delete,
+                     rpc.CALL_DELETE_MANY: self.store.delete_many}[name]
             try:
                 return await write(p.sub_level, *args)
             finally:   # whatever the outcome (a failed write may still have landed): before the reply
-                await self._invalidate(args[0])
-        if name == rpc.CALL_DELETE_MANY:
-            if p.sub_level != [rpc.INVALIDATED_SUBLEVEL]:
-                return await self.store.delete_many(p.sub_level, *args)
-            try:
-                return await self.store.delete_many(p.sub_level, *args)
-            finally:   # as for del: every key named, before the reply
-                for key in dict.fromkeys(args[0]):
-                    await self._invalidate(key)
+                if p.sub_level == [rpc.INVALIDATED_SUBLEVEL]:
+                    for key in dict.fromkeys(args[0]) if name == rpc.CALL_DELETE_MANY else (args[0],):
+                        await self._invalidate(key)
         if name == rpc.CALL_GET:
             return await self.store.get(p.sub_level, *args)
         if name == rpc.CALL_CREATE_READ_STREAM:

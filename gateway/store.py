@@ -31,7 +31,7 @@ from __future__ import annotations
 import functools
 import json
 import uuid
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
 
 from gateway.models import BucketMD, ObjectMD, PartMD, UploadMD, now_iso
 from shared import jsoncodec, rpc, versionid
@@ -97,6 +97,16 @@ def _after(prefix: str) -> str:
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
+async def _absent_as_none(read: Awaitable[str]) -> str | None:
+    """The text a metadata read answers, None when the key is absent (ObjNotFound)."""
+    try:
+        return await read
+    except MetadataError as exc:
+        if exc.type == "ObjNotFound":
+            return None
+        raise
+
+
 def _previous_object(reply: Any) -> ObjectMD | None:
     """The replaced value of a returnPrevious reply, as an object (None: nothing, or not JSON)."""
     previous = reply.get("previous") if isinstance(reply, dict) else None
@@ -159,29 +169,15 @@ class Store:
         return await self.client.get_disk_usage()
 
     async def _find(self, sublevel: list[str], key: str, options: dict[str, Any] | None = None) -> Any:
-        try:
-            return jsoncodec.loads(await self.client.get(sublevel, key, options or {}))
-        except MetadataError as exc:
-            if exc.type == "ObjNotFound":
-                return None
-            raise
+        raw = await _absent_as_none(self.client.get(sublevel, key, options or {}))
+        return None if raw is None else jsoncodec.loads(raw)
 
     async def _raw(self, sublevel: list[str], key: str) -> str | None:
         """The stored text of a key, None when absent."""
-        try:
-            return await self.client.get(sublevel, key, {})
-        except MetadataError as exc:
-            if exc.type == "ObjNotFound":
-                return None
-            raise
+        return await _absent_as_none(self.client.get(sublevel, key, {}))
 
     async def _cached_bucket_record(self, name: str) -> str | None:
-        try:
-            return await self.client.get_bucket_record(name)
-        except MetadataError as exc:
-            if exc.type == "ObjNotFound":
-                return None
-            raise
+        return await _absent_as_none(self.client.get_bucket_record(name))
 
     async def _write_if(self, sublevel: list[str], key: str, value: str | None, *, absent: bool = False,
                         match: str | None = None) -> bool:

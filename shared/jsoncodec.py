@@ -8,6 +8,7 @@ stored values stay what the original produces.
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -17,6 +18,19 @@ JSONDecodeError = orjson.JSONDecodeError   # a ValueError subclass, like json.JS
 
 def loads(data: str | bytes, **_ignored: Any) -> Any:
     return orjson.loads(data)
+
+
+_TRUE_MEMBER: dict[str, re.Pattern[str]] = {}
+
+
+def may_hold_true(text: str, name: str) -> bool:
+    """False when the JSON `text` cannot have the member `name` set to `true` (no `"name": true` in
+    it: JSON writers never escape plain ASCII letters), so that the common case needs no parse;
+    True means parse to know (the text may sit inside another string)."""
+    pattern = _TRUE_MEMBER.get(name)
+    if pattern is None:
+        pattern = _TRUE_MEMBER[name] = re.compile(f'"{re.escape(name)}"\\s*:\\s*true')
+    return f'"{name}"' in text and pattern.search(text) is not None
 
 
 def dumps(obj: Any, **_ignored: Any) -> str:

@@ -20,7 +20,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from itertools import islice
@@ -97,9 +96,6 @@ def append_version_id(value: str, vid: str) -> str:
     if head.rstrip().endswith("{"):
         return f"{head}{field}{value[end:]}"
     return f"{head},{field}{value[end:]}"
-
-
-_PHD_TRUE = re.compile(r'"isPHD"\s*:\s*true')   # JSON writers never escape plain ASCII letters
 
 
 def _version_fields(raw: str | None) -> tuple[str | None, bool]:
@@ -319,7 +315,7 @@ class MetaStore:
         text = decode_text(raw)
         # Most masters are not placeholders (objects carry "isPHD": false): skip the parse unless
         # the text can hold a true one.
-        if '"isPHD"' not in text or not _PHD_TRUE.search(text) or not _version_fields(text)[1]:
+        if not jsoncodec.may_hold_true(text, "isPHD") or not _version_fields(text)[1]:
             return text
         resolved = await self._resolve_phd(master)
         if resolved is None:
