@@ -54,7 +54,7 @@ class UnixSocket:
         self.path = path
         self._identity: tuple[int, int] | None = None   # (st_dev, st_ino) of the file we bound
 
-    async def listen(self, runner: web.AppRunner) -> None:
+    async def listen(self, runner: web.BaseRunner) -> None:
         """Serve `runner`'s app on the socket too. Bound, then chmod-ed, then listening: nobody
         can connect while the file still has the umask's mode."""
         clear_stale_socket(self.path)

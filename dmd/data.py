@@ -6,7 +6,7 @@ This module owns:
   into `<dataPath>/.tmp/`, are fsynced, then renamed into place and the folder
   fsynced: a blob is either complete and durable or invisible. Leftover temp
   files (a crash mid-upload) are removed at start.
-- `make_data_app(store)`: the aiohttp application speaking the reference's
+- `make_data_server(store)`: the aiohttp (low-level) server speaking the reference's
   `/DataFile` protocol (docs/protocol.md#data-rest-api-datafile), with keys restricted to
   exactly 40 lowercase hex characters for GET/DELETE.
 - With a dmd secret configured (`DMD_SECRET` / `dmdSecret`), every request must carry it in
@@ -17,6 +17,11 @@ This module owns:
   fsynced) before the 201; unlinking either name leaves the other: the filesystem counts the
   references. `DMD_DATA_NO_COPY=true` turns the call off (it then answers 405 as the original
   does): for the tests of the gateway's fallback to streaming only.
+- Batch delete (`POST /DataFile?delete`, docs/protocol.md#batch-delete): up to 1,000 blobs unlinked
+  in one call (one thread hop), for DeleteObjects; `DMD_DATA_NO_DELETE_MANY=true` answers it 405 as
+  the original does (tests of the gateway's fallback to one DELETE per blob).
+- Reads: a small whole blob is read on the event loop when the page cache holds it (RWF_NOWAIT),
+  else in a thread; bigger ones go out with sendfile(2).
 - `start_data_server(config, host, port)`: what `dmd/__main__.py` calls.
 - `python -m dmd.data [--bind H] [--port P]`: the data daemon alone (debugging,
   tests and benchmarks).
@@ -36,9 +41,9 @@ import shutil
 import signal
 import sys
 from pathlib import Path
-from typing import IO, AsyncIterator, Awaitable, Callable
+from typing import IO, AsyncIterator, Callable
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from shared import dmd_tls
 from shared.config import DMD_SECRET_HEADER, Config, is_loopback_host, load_config, secret_matches
@@ -51,11 +56,18 @@ FOLDER_HASH = 3511  # prime; must never change on existing data
 KEY_BYTES = 20  # the server's keys: 20 random bytes as 40 hex chars
 KEY_RE = re.compile(r"[0-9a-f]{%d}" % (2 * KEY_BYTES))
 URL_RE = re.compile(r"^(/[a-zA-Z0-9]+)(/([0-9a-f]*))?$")
+_PLAIN_KEY_URL_RE = re.compile(r"/DataFile/([0-9a-f]{%d})" % (2 * KEY_BYTES))
 RANGE_RE = re.compile(r"^bytes=([0-9]+)?-([0-9]+)?$")
 DISK_USAGE_QUERY = "diskUsage"
 COPY_QUERY = "copy"   # POST /DataFile/<key>?copy: a new key for the same bytes (ours, not the original's)
 NO_COPY_ENV = "DMD_DATA_NO_COPY"   # tests only: answer the copy call as the original (405)
+DELETE_MANY_QUERY = "delete"   # POST /DataFile?delete: many blobs in one call (ours, not the original's)
+_DELETE_MANY_PATH = f"{SERVICE_PATH}?{DELETE_MANY_QUERY}"
+NO_DELETE_MANY_ENV = "DMD_DATA_NO_DELETE_MANY"   # tests only: answer it as the original (405)
+DELETE_MANY_MAX_KEYS = 1000
+DELETE_MANY_MAX_BODY = 64 << 10   # 1,000 keys of 40 characters, quoted, with commas: 43 KB
 REQUEST_UIDS_HEADER = "X-Scal-Request-Uids"
+_ACCEPT_RANGES = {"Accept-Ranges": "bytes"}
 KEEPALIVE_TIMEOUT_S = 60.0
 
 # --- implementation choices ---------------------------------------------------------------------
@@ -65,9 +77,9 @@ WRITE_BATCH_PIECES = 256  # ... or this many body pieces (well under IOV_MAX)
 READ_CHUNK_BYTES = 1 << 20  # read size when sendfile is not available
 SMALL_BLOB_BYTES = 128 << 10  # a whole-blob GET up to this size is read with the open, in one thread hop
 BODY_IDLE_TIMEOUT_S = 60.0  # an upload that sends nothing for this long is dropped
+RWF_NOWAIT = getattr(os, "RWF_NOWAIT", 0)   # Linux: a read that would wait for the disk fails with EAGAIN
 
 log = get_logger("dmd.data")
-STORE_KEY: web.AppKey[DataFileStore] = web.AppKey("store")
 
 
 # --- layout --------------------------------------------------------------------------------------
@@ -163,6 +175,39 @@ def _write_batch(fd: int, pieces: list[bytes], offset: int, writeback: bool) -> 
         _start_writeback(fd, offset, sum(len(p) for p in pieces))
 
 
+def _read_cached(fd: int, size: int) -> bytes | None:
+    """The whole blob when the page cache holds all of it (no wait for the disk), else None."""
+    if size == 0:
+        return b""
+    if not RWF_NOWAIT:
+        return None
+    buf = bytearray(size)
+    try:
+        n = os.preadv(fd, [buf], 0, RWF_NOWAIT)
+    except (BlockingIOError, OSError) as exc:
+        if isinstance(exc, BlockingIOError) or exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            return None   # not cached, or a filesystem / kernel without RWF_NOWAIT: the thread reads
+        raise
+    if n != size:   # partly cached: the thread reads the whole
+        return None
+    return bytes(buf)
+
+
+def _read_whole(fd: int, size: int) -> bytes:
+    data = os.pread(fd, size, 0)
+    if len(data) != size:   # cannot happen: blobs never change once in place
+        raise OSError(errno.EIO, "blob shorter than its size")
+    return data
+
+
+def _create_temp(tmp: Path) -> int:
+    """The temp file of an upload, new (O_EXCL), write-only."""
+    try:
+        return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise _fs_error("open", exc) from exc
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -177,6 +222,7 @@ class DataFileStore:
 
     def __init__(self, data_path: str | os.PathLike[str], no_sync: bool = False) -> None:
         self.data_path = Path(data_path)
+        self._data_dir = str(self.data_path)
         self.tmp_path = self.data_path / TMP_DIR_NAME
         self.no_sync = no_sync
 
@@ -225,9 +271,13 @@ class DataFileStore:
         return removed
 
     def path_for(self, key: str) -> Path:
+        return Path(self.path_str(key))
+
+    def path_str(self, key: str) -> str:
+        """`<dataPath>/<folder>/<key>` (a str: the read path builds no Path objects)."""
         if not is_valid_key(key):
             raise MetadataError("InvalidURI", 400, "malformed URI")
-        return self.data_path / str(key_folder(key)) / key
+        return f"{self._data_dir}/{key_folder(key)}/{key}"
 
     # write
     async def put_stream(self, chunks: AsyncIterator[bytes], expected_size: int | None = None) -> str:
@@ -244,14 +294,13 @@ class DataFileStore:
         key = new_key()
         tmp = self.tmp_path / key
         final = self.path_for(key)
-        try:
-            fd = await asyncio.to_thread(
-                os.open, tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
-            raise _fs_error("open", exc) from exc
+        # The temp file is created with the first batch that must be written before the end of
+        # the body; a body that fits in one batch (every small object) is created, written,
+        # fsynced and renamed in one thread hop (`_commit`).
         # A write running in a thread must finish before its fd is closed (a reused fd
         # number would receive the rest of the bytes), so thread futures are shielded
         # and the fd is closed by whichever future runs last.
+        fd: int | None = None
         pending: asyncio.Future[None] | None = None
         fd_owned = True
         committed = False
@@ -268,6 +317,8 @@ class DataFileStore:
                 batch.append(chunk)
                 batch_bytes += len(chunk)
                 if batch_bytes >= WRITE_BATCH_BYTES or len(batch) >= WRITE_BATCH_PIECES:
+                    if fd is None:
+                        fd = await asyncio.to_thread(_create_temp, tmp)
                     if pending is not None:
                         await asyncio.shield(pending)
                     pending = loop.run_in_executor(None, _write_batch, fd, batch, written, writeback)
@@ -286,7 +337,11 @@ class DataFileStore:
             if not committed:
                 self._abandon(tmp, fd if fd_owned else None, pending)
 
-    def _commit(self, fd: int, tail: list[bytes], tmp: Path, final: Path) -> None:
+    def _commit(self, fd: int | None, tail: list[bytes], tmp: Path, final: Path) -> None:
+        """Write `tail`, fsync, close, rename into place, fsync the folder. `fd` None: the temp
+        file is created here first (a body that never filled a batch)."""
+        if fd is None:
+            fd = _create_temp(tmp)
         call = "write"
         try:
             try:
@@ -329,35 +384,38 @@ class DataFileStore:
             os.close(fd)
 
     # read / delete
-    async def open_blob(self, key: str, read_below: int = 0) -> tuple[IO[bytes], int, bytes | None]:
-        """Open a blob for reading: (binary file, size, None). The caller closes the file.
-        With `read_below`, a blob smaller than that is read whole in the same thread hop:
-        (file, size, its bytes).
+    async def open_blob(self, key: str, read_below: int = 0) -> tuple[IO[bytes] | None, int, bytes | None]:
+        """Open a blob for reading: (unbuffered binary file, size, None). The caller closes the file.
+        With `read_below`, a blob smaller than that is read whole instead: (None, size, its bytes).
 
+        The open runs on the event loop (a lookup in folders the kernel has cached, as the
+        metadata engine's reads are); the small read too when its bytes are in the page cache
+        (`preadv2` with RWF_NOWAIT says so without waiting), else it goes to a thread: a thread
+        hop costs more CPU than the whole read of a cached 4 KiB blob.
         Reading from the open file keeps working even if the blob is deleted meanwhile.
         """
-        path = self.path_for(key)
-
-        def _open() -> tuple[IO[bytes], int, bytes | None]:
-            f = open(path, "rb")
-            try:
-                size = os.fstat(f.fileno()).st_size
-                data = None
-                if size < read_below:
-                    data = f.read(size)
-                    if len(data) != size:   # cannot happen: the fd stays valid, blobs never change
-                        data = None
-                return f, size, data
-            except BaseException:
-                f.close()
-                raise
-
+        path = self.path_str(key)
         try:
-            return await asyncio.to_thread(_open)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError as exc:
             raise obj_not_found() from exc
         except OSError as exc:
             raise _fs_error("open", exc) from exc
+        try:
+            size = os.fstat(fd).st_size
+            if size < read_below:
+                data = _read_cached(fd, size)
+                if data is None:
+                    data = await asyncio.to_thread(_read_whole, fd, size)
+                os.close(fd)
+                return None, size, data
+            return open(fd, "rb", buffering=0), size, None
+        except OSError as exc:
+            os.close(fd)
+            raise _fs_error("read", exc) from exc
+        except BaseException:
+            os.close(fd)
+            raise
 
     async def stat(self, key: str) -> int:
         """Size of a blob; ObjNotFound when absent."""
@@ -418,6 +476,24 @@ class DataFileStore:
             raise obj_not_found() from exc
         except OSError as exc:
             raise _fs_error("unlink", exc) from exc
+
+    async def delete_many(self, keys: list[str]) -> list[tuple[str, MetadataError]]:
+        """Unlink the blobs of `keys` in one thread hop; the (key, error) of each that failed. An
+        absent key is not a failure. Not fsynced, as `delete`."""
+        paths = [(key, self.path_str(key)) for key in keys]
+
+        def unlink_all() -> list[tuple[str, MetadataError]]:
+            failed = []
+            for key, path in paths:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    failed.append((key, _fs_error("unlink", exc)))
+            return failed
+
+        return await asyncio.to_thread(unlink_all)
 
     async def disk_usage(self) -> dict[str, int]:
         try:
@@ -493,7 +569,7 @@ def error_response(err: MetadataError, headers: dict[str, str] | None = None) ->
     return web.Response(status=err.code, body=(body + "\n").encode(), headers=headers)
 
 
-async def _body_chunks(request: web.Request, idle_timeout: float) -> AsyncIterator[bytes]:
+async def _body_chunks(request: web.BaseRequest, idle_timeout: float) -> AsyncIterator[bytes]:
     content = request.content
     while True:
         async with asyncio.timeout(idle_timeout):
@@ -503,7 +579,7 @@ async def _body_chunks(request: web.Request, idle_timeout: float) -> AsyncIterat
         yield chunk
 
 
-async def _send_range(request: web.Request, resp: web.StreamResponse, f: IO[bytes], offset: int,
+async def _send_range(request: web.BaseRequest, resp: web.StreamResponse, f: IO[bytes], offset: int,
                       count: int) -> None:
     """Zero-copy sendfile(2) when the transport allows it, else reads in a thread."""
     transport = request.transport
@@ -523,7 +599,7 @@ async def _send_range(request: web.Request, resp: web.StreamResponse, f: IO[byte
         count -= len(chunk)
 
 
-def check_secret(request: web.Request, secret: str) -> None:
+def check_secret(request: web.BaseRequest, secret: str) -> None:
     """Raise the 401 / 403 answer unless the request presents `secret` ("" = none required)."""
     if not secret:
         return
@@ -550,17 +626,41 @@ def warn_if_exposed(service: str, host: str, secret: str) -> None:
 
 
 class _DataHandler:
-    def __init__(self, store: DataFileStore, body_idle_timeout: float, copy_enabled: bool = True) -> None:
+    """The one request handler of the /DataFile server: every request comes here (aiohttp's
+    low-level server: no application, router or middleware, which cost more per request than
+    the handler itself), even targets a router could not match (`OPTIONS *`), so every answer
+    has the protocol's error body."""
+
+    def __init__(self, store: DataFileStore, body_idle_timeout: float, copy_enabled: bool = True,
+                 secret: str = "", delete_many_enabled: bool = True) -> None:
         self.store = store
         self.body_idle_timeout = body_idle_timeout
         self.copy_enabled = copy_enabled
+        self.delete_many_enabled = delete_many_enabled
+        self.secret = secret
 
-    async def __call__(self, request: web.Request) -> web.StreamResponse:
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        if self.secret:
+            try:
+                check_secret(request, self.secret)
+            except MetadataError as err:
+                resp = error_response(err)
+                resp.force_close()   # the body, if any, is never read
+                return resp
+        expect = request.headers.get("Expect")
+        if expect is not None and request.version == HttpVersion11:
+            if expect.lower() != "100-continue":
+                return error_response(MetadataError("ExpectationFailed", 417, f"unknown Expect: {expect}"))
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0   # the answer's own size starts after the interim one
         try:
             if request.method == "GET" and request.raw_path == f"{SERVICE_PATH}?{DISK_USAGE_QUERY}":
                 return await self._disk_usage()
-            if request.method == "POST" and self.copy_enabled:
-                return await self._copy(request)
+            if request.method == "POST":
+                if request.raw_path == _DELETE_MANY_PATH and self.delete_many_enabled:
+                    return await self._delete_many(request)
+                if self.copy_enabled:
+                    return await self._copy(request)
             if request.method not in ("GET", "PUT", "DELETE"):
                 raise MetadataError("MethodNotAllowed", 405, "The specified method is not allowed")
             key = self._parse_url(request)
@@ -575,7 +675,8 @@ class _DataHandler:
                 log_event(log, logging.ERROR, "data request failed", method=request.method,
                           path=request.raw_path, error=err.description,
                           reqUids=request.headers.get(REQUEST_UIDS_HEADER))
-            headers = {"Allow": "GET, PUT, DELETE" + (", POST" if self.copy_enabled else "")} if err.code == 405 else None
+            post = self.copy_enabled or self.delete_many_enabled
+            headers = {"Allow": "GET, PUT, DELETE" + (", POST" if post else "")} if err.code == 405 else None
             return error_response(err, headers)
         except Exception as exc:  # a bug must still answer in the protocol's shape, without a trace
             log.exception("data request crashed", extra={"fields": {"method": request.method,
@@ -585,8 +686,11 @@ class _DataHandler:
             return resp
 
     @staticmethod
-    def _parse_url(request: web.Request) -> str:
+    def _parse_url(request: web.BaseRequest) -> str:
         """The key ('' for PUT) or the reference's 400 for each URL problem."""
+        m = _PLAIN_KEY_URL_RE.fullmatch(request.raw_path)
+        if m is not None and request.method != "PUT":
+            return m.group(1)   # the common case, nothing to decode
         try:
             path = decode_uri(request.raw_path)
         except ValueError:
@@ -608,7 +712,7 @@ class _DataHandler:
             raise MetadataError("InvalidURI", 400, "malformed URI")
         return key
 
-    async def _copy(self, request: web.Request) -> web.Response:
+    async def _copy(self, request: web.BaseRequest) -> web.Response:
         """POST /DataFile/<key>?copy: link the blob under a new key, answered as a PUT is (201,
         Location). The request has no body."""
         path, _, query = request.raw_path.partition("?")
@@ -625,11 +729,36 @@ class _DataHandler:
         new = await self.store.link(key)
         return web.Response(status=201, headers={"Location": f"{SERVICE_PATH}/{new}"})
 
+    async def _delete_many(self, request: web.BaseRequest) -> web.Response:
+        """POST /DataFile?delete, body `{"keys": [...]}` (at most DELETE_MANY_MAX_KEYS): unlink each
+        blob, all in one thread hop; answered `{"failed": [{"key", "errorType"}]}` (200). An absent
+        key is not a failure (already deleted), as a DELETE's 404 is not for its callers."""
+        length = request.content_length
+        if length is None or length > DELETE_MANY_MAX_BODY:
+            raise MetadataError("InvalidInput", 400, f"a batch delete takes a body of at most {DELETE_MANY_MAX_BODY} "
+                                "bytes, with its Content-Length")
+        try:
+            async with asyncio.timeout(self.body_idle_timeout):
+                raw = await request.content.readexactly(length)
+        except (asyncio.IncompleteReadError, TimeoutError):
+            raise MetadataError("IncompleteBody", 400, "the request body was cut short") from None
+        try:
+            keys = json.loads(raw)["keys"]
+        except (ValueError, TypeError, KeyError):
+            raise MetadataError("InvalidInput", 400, 'the body must be {"keys": [...]}') from None
+        if (not isinstance(keys, list) or len(keys) > DELETE_MANY_MAX_KEYS
+                or not all(isinstance(k, str) and is_valid_key(k) for k in keys)):
+            raise MetadataError("InvalidInput", 400,
+                                f"keys must be a list of at most {DELETE_MANY_MAX_KEYS} keys of this store")
+        failed = await self.store.delete_many(keys)
+        body = json.dumps({"failed": [{"key": k, "errorType": e.type} for k, e in failed]}, separators=(",", ":"))
+        return web.Response(status=200, body=body.encode(), content_type="application/json")
+
     async def _disk_usage(self) -> web.Response:
         usage = await self.store.disk_usage()
         return web.Response(status=200, body=json.dumps(usage, separators=(",", ":")).encode())
 
-    async def _put(self, request: web.Request) -> web.Response:
+    async def _put(self, request: web.BaseRequest) -> web.Response:
         chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
         length_header = request.headers.get("Content-Length")
         if length_header is None and not chunked:
@@ -655,12 +784,11 @@ class _DataHandler:
         resp.force_close()
         return resp
 
-    async def _get(self, request: web.Request, key: str) -> web.StreamResponse:
+    async def _get(self, request: web.BaseRequest, key: str) -> web.StreamResponse:
         whole = "Range" not in request.headers
         f, size, data = await self.store.open_blob(key, SMALL_BLOB_BYTES if whole else 0)
-        if data is not None:
-            f.close()
-            return web.Response(status=200, body=data, headers={"Accept-Ranges": "bytes"})
+        if f is None:
+            return web.Response(status=200, body=data, headers=_ACCEPT_RANGES)
         try:
             try:
                 byte_range = parse_range(request.headers.get("Range"), size)
@@ -687,37 +815,28 @@ class _DataHandler:
             f.close()
 
 
-def make_data_app(store: DataFileStore, *, body_idle_timeout: float = BODY_IDLE_TIMEOUT_S,
-                  secret: str = "", copy_enabled: bool | None = None) -> web.Application:
-    """The /DataFile application over `store` (which must already be set up).
+def make_data_server(store: DataFileStore, *, body_idle_timeout: float = BODY_IDLE_TIMEOUT_S,
+                     secret: str = "", copy_enabled: bool | None = None,
+                     delete_many_enabled: bool | None = None) -> web.Server:
+    """The /DataFile server over `store` (which must already be set up).
 
     With `secret`, a request without the x-dmd-secret header holding it is refused first.
     `copy_enabled` (default: unless DMD_DATA_NO_COPY is true): serve POST ?copy.
+    `delete_many_enabled` (default: unless DMD_DATA_NO_DELETE_MANY is true): serve POST ?delete.
     """
     if copy_enabled is None:
-        copy_enabled = os.environ.get(NO_COPY_ENV, "").strip().lower() not in ("1", "true", "yes")
-    data_handler = _DataHandler(store, body_idle_timeout, copy_enabled)
+        copy_enabled = not _env_true(NO_COPY_ENV)
+    if delete_many_enabled is None:
+        delete_many_enabled = not _env_true(NO_DELETE_MANY_ENV)
+    return web.Server(_DataHandler(store, body_idle_timeout, copy_enabled, secret, delete_many_enabled))
 
-    @web.middleware
-    async def dispatch(request: web.Request, handler: Callable[..., Awaitable[web.StreamResponse]]
-                       ) -> web.StreamResponse:
-        try:
-            check_secret(request, secret)
-        except MetadataError as err:
-            resp = error_response(err)
-            resp.force_close()   # the body, if any, is never read
-            return resp
-        # Every request goes to the one handler, even targets aiohttp's router cannot
-        # match (`OPTIONS *`), so every answer has the protocol's error body.
-        return await data_handler(request)
 
-    app = web.Application(middlewares=[dispatch])
-    app[STORE_KEY] = store
-    return app
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
 
 
 async def start_data_server(config: Config, host: str, port: int, *,
-                            body_idle_timeout: float = BODY_IDLE_TIMEOUT_S) -> web.AppRunner:
+                            body_idle_timeout: float = BODY_IDLE_TIMEOUT_S) -> web.ServerRunner:
     """Set up the store at config.data_path and listen on host:port (0 = any free port).
 
     Returns the started runner; `runner.addresses[0][1]` is the bound port and
@@ -726,8 +845,8 @@ async def start_data_server(config: Config, host: str, port: int, *,
     store = DataFileStore(config.data_path, no_sync=config.data_no_sync)
     await store.setup()
     warn_if_exposed("the data server (/DataFile)", host, config.dmd_secret)
-    runner = web.AppRunner(make_data_app(store, body_idle_timeout=body_idle_timeout, secret=config.dmd_secret),
-                           keepalive_timeout=KEEPALIVE_TIMEOUT_S, access_log=None)
+    runner = web.ServerRunner(make_data_server(store, body_idle_timeout=body_idle_timeout, secret=config.dmd_secret),
+                              keepalive_timeout=KEEPALIVE_TIMEOUT_S, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port, ssl_context=dmd_tls.server_context(config)).start()   # TLS: shared/dmd_tls.py
     log_event(log, logging.INFO, "data server listening", host=host, port=runner.addresses[0][1],

@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 from botocore.exceptions import ClientError
 
-from dmd.data import DataFileStore, make_data_app
+from dmd.data import DataFileStore, make_data_server
 from gateway.data.dmd import DmdDataBackend
 from tests.integration.conftest import make_client
 from tests.integration.test_scrub import Env
@@ -280,7 +280,7 @@ async def _once(data: bytes):
 async def _with_app(tmp: Path, secret: str, fn, **kwargs):
     store = DataFileStore(tmp)
     await store.setup()
-    runner = aiohttp.web.AppRunner(make_data_app(store, secret=secret, **kwargs))
+    runner = aiohttp.web.ServerRunner(make_data_server(store, secret=secret, **kwargs))
     await runner.setup()
     site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

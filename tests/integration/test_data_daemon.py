@@ -24,7 +24,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from dmd.data import FOLDER_HASH, TMP_DIR_NAME, djb2_xor_hash, key_folder, start_data_server
+from dmd.data import FOLDER_HASH, TMP_DIR_NAME, WRITE_BATCH_BYTES, djb2_xor_hash, key_folder, start_data_server
 from gateway.data import (DataBackend, DataIntegrityError, DataNotFound, DataRangeNotSatisfiable,
                           DataUnavailable, DmdDataBackend, MemoryDataBackend, make_data_backend)
 from shared.config import Config, Location
@@ -385,7 +385,8 @@ async def test_put_with_non_numeric_content_length_returns_400(server: DataServe
 
 async def _start_partial_upload(server: DataServer, declared: int, sent: bytes, chunked: bool = False
                                 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Headers plus part of the body; returns once the server has its temp file open."""
+    """Headers plus part of the body; returns once the server has its temp file open (the dmd
+    creates it with the first write batch: `sent` must exceed dmd.data.WRITE_BATCH_BYTES)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     length = "Transfer-Encoding: chunked\r\n" if chunked else f"Content-Length: {declared}\r\n"
     writer.write(request_line("PUT", "/DataFile", length) + sent)
@@ -397,7 +398,7 @@ async def _start_partial_upload(server: DataServer, declared: int, sent: bytes, 
 async def test_client_disconnect_mid_upload_leaves_no_blob_and_no_temp(server: DataServer,
                                                                        client: httpx.AsyncClient) -> None:
     before = server.blob_files()
-    _, writer = await _start_partial_upload(server, 1000, b"0123456789")
+    _, writer = await _start_partial_upload(server, 2 * WRITE_BATCH_BYTES, b"0" * (WRITE_BATCH_BYTES + 10))
     writer.close()
     await wait_until(lambda: server.temp_files() == [], what="temp file removal")
     assert server.blob_files() == before
@@ -406,7 +407,8 @@ async def test_client_disconnect_mid_upload_leaves_no_blob_and_no_temp(server: D
 
 async def test_truncated_chunked_upload_leaves_nothing(server: DataServer) -> None:
     before = server.blob_files()
-    _, writer = await _start_partial_upload(server, 0, b"a\r\n0123456789\r\n5\r\nab", chunked=True)
+    piece = b"0" * (WRITE_BATCH_BYTES + 10)
+    _, writer = await _start_partial_upload(server, 0, b"%x\r\n%s\r\n5\r\nab" % (len(piece), piece), chunked=True)
     writer.close()
     await wait_until(lambda: server.temp_files() == [], what="temp file removal")
     assert server.blob_files() == before
@@ -414,7 +416,7 @@ async def test_truncated_chunked_upload_leaves_nothing(server: DataServer) -> No
 
 async def test_stalled_short_body_gets_an_error_and_stores_nothing(server: DataServer) -> None:
     before = server.blob_files()
-    reader, writer = await _start_partial_upload(server, 1000, b"0123456789")
+    reader, writer = await _start_partial_upload(server, 2 * WRITE_BATCH_BYTES, b"0" * (WRITE_BATCH_BYTES + 10))
     try:
         resp = await asyncio.wait_for(_read_response(reader), IDLE_TIMEOUT_S + 5)
     finally:
