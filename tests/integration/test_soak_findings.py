@@ -56,11 +56,13 @@ MiB = 1 << 20
 @pytest.fixture
 def procs(tmp_path: Path) -> Iterator[tuple[Dmd, Gateway]]:
     dmd = start_dmd(tmp_path / "dmd", env={"S3DATA_NOSYNC": "true"})
-    gw = start_gateway(tmp_path / "gw", dmd)
-    try:
-        yield dmd, gw
+    try:   # a gateway that fails to start must not leave the dmd running
+        gw = start_gateway(tmp_path / "gw", dmd)
+        try:
+            yield dmd, gw
+        finally:
+            gw.stop()
     finally:
-        gw.stop()
         dmd.stop()
 
 
@@ -247,10 +249,11 @@ class AnswerCutter:
 
 def test_a_commit_whose_answer_is_lost_does_not_lose_the_object(tmp_path: Path) -> None:
     dmd = start_dmd(tmp_path / "dmd", env={"S3DATA_NOSYNC": "true"})
-    cutter = AnswerCutter(dmd.metadata_port)
-    via_cutter = SimpleNamespace(metadata_port=cutter.port, data_port=dmd.data_port)
-    gw = start_gateway(tmp_path / "gw", via_cutter)   # metadata through the cutter, data direct
+    cutter = gw = None
     try:
+        cutter = AnswerCutter(dmd.metadata_port)
+        via_cutter = SimpleNamespace(metadata_port=cutter.port, data_port=dmd.data_port)
+        gw = start_gateway(tmp_path / "gw", via_cutter)   # metadata through the cutter, data direct
         s3 = make_client(gw.url, read_timeout=30, retries={"total_max_attempts": 1, "mode": "standard"})
         s3.create_bucket(Bucket="lost-answer")
         s3.put_object(Bucket="lost-answer", Key="victim", Body=b"old body")
@@ -268,16 +271,19 @@ def test_a_commit_whose_answer_is_lost_does_not_lose_the_object(tmp_path: Path) 
                                  f"{exc.response['Error']}") from None
         assert got in (b"old body", new_body)
     finally:
-        gw.stop()
-        cutter.close()
+        if gw is not None:
+            gw.stop()
+        if cutter is not None:
+            cutter.close()
         dmd.stop()
 
 
 def test_abort_after_a_complete_whose_answer_is_lost_does_not_lose_the_object(tmp_path: Path) -> None:
     dmd = start_dmd(tmp_path / "dmd", env={"S3DATA_NOSYNC": "true"})
-    cutter = AnswerCutter(dmd.metadata_port)
-    gw = start_gateway(tmp_path / "gw", SimpleNamespace(metadata_port=cutter.port, data_port=dmd.data_port))
+    cutter = gw = None
     try:
+        cutter = AnswerCutter(dmd.metadata_port)
+        gw = start_gateway(tmp_path / "gw", SimpleNamespace(metadata_port=cutter.port, data_port=dmd.data_port))
         s3 = make_client(gw.url, read_timeout=30, retries={"total_max_attempts": 1, "mode": "standard"})
         s3.create_bucket(Bucket="lost-complete")
         part1, part2 = os.urandom(5 * MiB), b"tail"
@@ -303,6 +309,8 @@ def test_abort_after_a_complete_whose_answer_is_lost_does_not_lose_the_object(tm
             return
         assert got == part1 + part2
     finally:
-        gw.stop()
-        cutter.close()
+        if gw is not None:
+            gw.stop()
+        if cutter is not None:
+            cutter.close()
         dmd.stop()
