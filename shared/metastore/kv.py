@@ -8,11 +8,13 @@ engine calls them from worker threads, so both stores are thread-safe.
 """
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from typing import Any
 
 from sortedcontainers import SortedDict
 
@@ -101,6 +103,79 @@ class OrderedKV(ABC):
     @abstractmethod
     def disk_usage(self) -> dict[str, int]:
         """{"available", "free", "total"} in bytes for the filesystem holding the data."""
+
+    def cursor(self) -> KVCursor:
+        """Successive forward range reads (a listing's streams, each opened after the previous one
+        is closed) that may share one store iterator; close() it when done."""
+        return KVCursor(self)
+
+
+class KVCursor:
+    """Forward range reads one after the other; this base reads each through `iterate()`. Opening a
+    range closes the one before it."""
+
+    def __init__(self, kv: OrderedKV) -> None:
+        self._kv = kv
+        self._current: Iterator[tuple[bytes, bytes]] | None = None
+
+    def range(self, gt: bytes | None = None, gte: bytes | None = None, lt: bytes | None = None,
+              lte: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        self._close_current()
+        self._current = self._open(_Range(gt, gte, lt, lte))
+        return self._current
+
+    def _open(self, rng: _Range) -> Iterator[tuple[bytes, bytes]]:
+        return self._kv.iterate(gt=rng.lower if not rng.lower_incl else None,
+                                gte=rng.lower if rng.lower_incl else None,
+                                lt=rng.upper if not rng.upper_incl else None,
+                                lte=rng.upper if rng.upper_incl else None)
+
+    def _close_current(self) -> None:
+        current, self._current = self._current, None
+        if current is not None:
+            current.close()  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self._close_current()
+
+
+class _RocksCursor(KVCursor):
+    """One RocksDB iterator re-seeked for every range: a listing that jumps past each common prefix
+    opens a range per prefix, and creating (then freeing) an iterator costs more than the seek.
+    The ranges read the iterator's implicit snapshot (taken when the first range opens)."""
+
+    def __init__(self, kv: RocksKV) -> None:
+        super().__init__(kv)
+        self._rocks = kv
+        self._it: Any = None
+
+    def _open(self, rng: _Range) -> Iterator[tuple[bytes, bytes]]:
+        self._rocks._check_open()
+        if self._it is None:
+            self._it = self._rocks._db.iter()
+        return _forward(self._it, rng)
+
+    def close(self) -> None:
+        self._close_current()
+        self._it = None
+
+
+def _forward(it: Any, rng: _Range) -> Iterator[tuple[bytes, bytes]]:
+    """(key, value) pairs of `rng` read forward on a RocksDB iterator (seeked here, not freed)."""
+    if rng.lower is None:
+        it.seek_to_first()
+    else:
+        it.seek(rng.lower)
+        if it.valid() and not rng.above_lower(it.key()):
+            it.next()
+    in_range = rng.below_upper
+    while it.valid():
+        key = it.key()
+        if not in_range(key):
+            return
+        yield key, it.value()
+        it.next()
+    it.status()   # raises if the iteration stopped on an I/O error rather than the end
 
 
 class MemoryKV(OrderedKV):
@@ -197,9 +272,8 @@ class RocksKV(OrderedKV):
         except Exception as exc:  # rocksdict raises a bare Exception ("Corruption: ...", "IO error: ...")
             raise KVOpenError(f"cannot open metadata database at {self.db_path}: {exc}") from exc
         self._options = options
-        self._sync_options = WriteOptions()
-        self._sync_options.sync = not no_sync
         self._async_options = WriteOptions()
+        self._wal = _WalSyncer(self.db_path)
         # Set after a write failed for lack of space: RocksDB then refuses every write until the
         # DB is reopened, which `_recover` does on a later write once space is back.
         self._stuck = False
@@ -228,7 +302,18 @@ class RocksKV(OrderedKV):
             else:
                 batch.put(key, value)
         try:
-            self._db.write(batch, self._sync_options if sync else self._async_options)
+            # Written without RocksDB's own sync: rocksdict holds the GIL for the whole call, so a
+            # sync=True write froze every thread of the process (the dmd's event loop with them) for
+            # each WAL fsync. RocksDB appends the batch to its WAL with write(2) before returning
+            # (manual_wal_flush is off); `_WalSyncer` then fdatasyncs that file with the GIL released.
+            self._db.write(batch, self._async_options)
+            if sync and not self._no_sync:
+                self._wal.sync()
+        except OSError as exc:   # the WAL's fdatasync failed: nothing says the batch is on disk
+            self._stuck = True   # reopened (the WAL replayed from what the disk holds) on a later write
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise KVNoSpaceError(f"metadata disk full: WAL sync: {exc}") from exc
+            raise
         except Exception as exc:  # rocksdict raises a bare Exception("IO error: No space left on device: ...")
             text = str(exc)
             if any(marker in text for marker in _NO_SPACE_MARKERS) or _WRITER_STUCK_MARKER in text:
@@ -269,6 +354,13 @@ class RocksKV(OrderedKV):
         with self._iter_lock:
             self._iterators.add(gen)
         return gen
+
+    def cursor(self) -> KVCursor:
+        self._check_open()
+        cursor = _RocksCursor(self)
+        with self._iter_lock:
+            self._iterators.add(cursor)   # closed with the store, like an iterator
+        return cursor
 
     def _iterate(self, rng: _Range, reverse: bool) -> Iterator[tuple[bytes, bytes]]:
         it = self._db.iter()
@@ -315,6 +407,65 @@ class RocksKV(OrderedKV):
             except ValueError:
                 pass  # still running in another thread; its own finally frees the RocksDB iterator
         self._db.close()
+        self._wal.close()
 
     def disk_usage(self) -> dict[str, int]:
         return _statvfs_usage(self.path)
+
+
+class _WalSyncer:
+    """Makes RocksDB's write-ahead log durable with fdatasync(2) from Python, which releases the GIL.
+
+    RocksDB keeps its WAL as `<db>/<number>.log` and appends only to the newest one; a memtable
+    switch starts a new one and leaves the previous one complete (it is deleted once its memtable
+    is flushed to a synced table file). So after a write returned, its batch is in the newest log,
+    or in an older one if a switch came in between: `sync` fdatasyncs every log from the newest
+    one synced before up to the newest now, and fsyncs the folder when a new log appeared (its
+    directory entry must be durable too). A log deleted meanwhile held only flushed data.
+    """
+
+    def __init__(self, db_path: str) -> None:
+        self.db_path = db_path
+        self._lock = threading.Lock()
+        self._fds: dict[int, int] = {}   # log number -> an open read-only descriptor
+        self._newest_synced = -1   # logs below it are complete and synced
+
+    def _logs(self) -> list[tuple[int, str]]:
+        """(number, file name) of each WAL file, oldest first."""
+        return sorted((int(name[:-4]), name) for name in os.listdir(self.db_path)
+                      if name.endswith(".log") and name[:-4].isdigit())
+
+    def sync(self) -> None:
+        with self._lock:
+            logs = [(n, name) for n, name in self._logs() if n >= self._newest_synced]
+            if not logs:
+                return
+            for number, name in logs:
+                fd = self._fds.get(number)
+                if fd is None:
+                    try:
+                        fd = os.open(os.path.join(self.db_path, name), os.O_RDONLY | os.O_CLOEXEC)
+                    except FileNotFoundError:
+                        continue   # flushed into a table file and deleted meanwhile
+                    self._fds[number] = fd
+                os.fdatasync(fd)
+            newest = logs[-1][0]
+            if newest != self._newest_synced:
+                _fsync_dir(self.db_path)   # the new log's directory entry
+                self._newest_synced = newest
+            for number in [n for n in self._fds if n < newest]:   # complete and synced: done with
+                os.close(self._fds.pop(number))
+
+    def close(self) -> None:
+        with self._lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
