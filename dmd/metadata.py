@@ -25,7 +25,7 @@ from aiohttp import web
 
 from shared import jsoncodec, rpc
 from shared.config import DMD_SECRET_AUTH_FIELD, secret_matches
-from shared.listing import ListingStats, list_page
+from shared.listing import ListingStats, encode_page, list_page
 from shared.log import get_logger, log_event
 from shared.metastore.errors import MetadataError, invalid_argument
 
@@ -99,7 +99,8 @@ class MetadataServer:
         self.ack_timeout_ms = stream_ack_timeout_ms
         self.stats_interval_s = stats_interval_s
         self.sio = socketio.AsyncServer(async_mode="aiohttp", max_http_buffer_size=rpc.MAX_HTTP_BUFFER_SIZE,
-                                        logger=False, engineio_logger=False, json=jsoncodec)
+                                        logger=False, engineio_logger=False, json=jsoncodec,
+                                        serializer=jsoncodec.RpcPacket)
         self.app = web.Application(client_max_size=rpc.MAX_HTTP_BUFFER_SIZE)
         self.sio.attach(self.app, socketio_path=rpc.SOCKETIO_PATH)
         self._streams: dict[str, _OutStream] = {}
@@ -262,16 +263,18 @@ class MetadataServer:
         if not sub_level:
             raise invalid_argument(f"{rpc.CALL_LIST_OBJECT}: subLevel must name the bucket's sublevel")
         stats = ListingStats()
-        store = self.store
-
-        def open_stream(options: dict[str, Any]) -> AsyncIterator[Any]:
-            return store.read_stream(sub_level, options)
+        listing_type = params.get("listingType")
         try:
-            page = await list_page(open_stream, params.get("listingType"), params, stats=stats,
-                                   max_skip_run=LISTING_MAX_SKIP_RUN, yield_every=LISTING_YIELD_EVERY)
-            # One JSON text: socket.io would otherwise walk the page's every entry looking for
-            # binary attachments before encoding it (a quarter of a listing's cost here).
-            return jsoncodec.dumps(page)
+            # The engine's scans read one entry at a time over one store iterator: a skip past a
+            # common prefix is a seek that reads one entry, where a read stream would create an
+            # iterator and read a chunk ahead (32 entries) before it is closed.
+            with self.store.scanner(sub_level) as scan:
+                page = await list_page(scan, listing_type, params, project=False, stats=stats,
+                                       max_skip_run=LISTING_MAX_SKIP_RUN, yield_every=LISTING_YIELD_EVERY)
+            # One JSON text, values projected as it is written: socket.io would otherwise walk the
+            # page's every entry looking for binary attachments before encoding it (a quarter of a
+            # listing's cost here).
+            return encode_page(listing_type, page)
         finally:
             self._listings += 1
             self._listing_stats.add(stats)

@@ -39,6 +39,11 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def text_of(value: Any) -> str:
+    """The text a leaf shows for `value` (booleans as true/false, datetimes in AWS's format), unescaped."""
+    return _text(value)
+
+
 # Characters XML 1.0 cannot carry (S3 keys may hold them; S3 writes them as character
 # references). lxml refuses them, so element text carries a stand-in from a private-use
 # plane, swapped for the reference when the document is serialised.
@@ -153,6 +158,10 @@ class XmlWriter:
 
     def open(self, tag: str) -> None:
         self._parts.append(f"<{tag}>")
+
+    def raw(self, xml: str) -> None:
+        """Markup built (and escaped) by the caller: a listing's entries from a template."""
+        self._parts.append(xml)
 
     def close(self, tag: str) -> None:
         self._parts.append(f"</{tag}>")

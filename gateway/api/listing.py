@@ -20,7 +20,8 @@ from gateway.limits import MAX_PAGE
 from gateway.models import BucketMD, ObjectMD
 from gateway.router import action
 from gateway.versioning import decode_version_id, external_version_id, null_version_id
-from gateway.xml import XmlWriter
+from gateway.xml import XmlWriter, escape
+from gateway.xml import text_of as _text
 from shared import jsoncodec, versionid
 from shared.errors import S3Error
 from shared.listing import DELIMITER_MASTER, DELIMITER_VERSIONS
@@ -61,26 +62,61 @@ def _entry_md(entry: dict[str, Any]) -> ObjectMD:
     return ObjectMD(value if isinstance(value, dict) else jsoncodec.loads(value))
 
 
-def _owner(w: XmlWriter, md: ObjectMD) -> None:
-    w.open("Owner")
-    w.leaf("ID", md.owner_id)
-    w.leaf("DisplayName", md.owner_display_name)
-    w.close("Owner")
+def _owner_xml(owner_id: Any, display_name: Any) -> str:
+    return f"<Owner><ID>{escape(_text(owner_id))}</ID><DisplayName>{escape(_text(display_name))}</DisplayName></Owner>"
 
 
-def _content(w: XmlWriter, key: str, md: ObjectMD, enc, with_owner: bool) -> None:
-    w.open("Contents")
-    w.leaf("Key", enc(key))
-    w.safe_leaf("LastModified", md.last_modified)
-    w.safe_leaf("ETag", f'"{md.etag}"')
-    w.safe_leaf("Size", md.size)
-    if with_owner:
-        _owner(w, md)
-    w.leaf("StorageClass", md.storage_class)
+class _Fragments:
+    """The XML of the values a page repeats (the owner, the storage class), built once per page:
+    a page of 1000 objects usually has one owner and one storage class."""
+
+    __slots__ = ("owners", "classes")
+
+    def __init__(self) -> None:
+        self.owners: dict[tuple[Any, Any], str] = {}
+        self.classes: dict[Any, str] = {}
+
+    def owner(self, md: ObjectMD) -> str:
+        ident = (md.owner_id, md.owner_display_name)
+        try:
+            xml = self.owners.get(ident)
+        except TypeError:   # a stored value that is not a string (unhashable): not cached
+            return _owner_xml(*ident)
+        if xml is None:
+            xml = self.owners[ident] = _owner_xml(*ident)
+        return xml
+
+    def storage_class(self, md: ObjectMD) -> str:
+        value = md.storage_class
+        try:
+            xml = self.classes.get(value)
+        except TypeError:
+            return f"<StorageClass>{escape(_text(value))}</StorageClass>"
+        if xml is None:
+            xml = self.classes[value] = f"<StorageClass>{escape(_text(value))}</StorageClass>"
+        return xml
+
+
+def _content_xml(key: str, md: ObjectMD, enc, with_owner: bool, frags: _Fragments) -> str:
+    """One <Contents> entry (LastModified, ETag and Size are written as they are: never escaped)."""
     checksum = md.checksum
-    if checksum:
-        w.leaf("ChecksumAlgorithm", checksum.get("checksumAlgorithm"))
-    w.close("Contents")
+    return (f"<Contents><Key>{escape(enc(key))}</Key><LastModified>{_text(md.last_modified)}</LastModified>"
+            f"<ETag>\"{md.etag}\"</ETag><Size>{_text(md.size)}</Size>{frags.owner(md) if with_owner else ''}"
+            f"{frags.storage_class(md)}"
+            f"{'<ChecksumAlgorithm>' + escape(_text(checksum.get('checksumAlgorithm'))) + '</ChecksumAlgorithm>' if checksum else ''}"
+            f"</Contents>")
+
+
+def _version_xml(key: str, md: ObjectMD, is_latest: bool, enc, frags: _Fragments) -> str:
+    """One <Version> or <DeleteMarker> entry (every leaf escaped, the ETag's quotes too)."""
+    head = (f"<Key>{escape(_text(enc(key)))}</Key><VersionId>{escape(_text(external_version_id(md)))}</VersionId>"
+            f"<IsLatest>{'true' if is_latest else 'false'}</IsLatest>"
+            f"<LastModified>{escape(_text(md.last_modified))}</LastModified>")
+    if md.is_delete_marker:
+        return f"<DeleteMarker>{head}{frags.owner(md)}</DeleteMarker>"
+    etag = f'"{md.etag}"'
+    return (f"<Version>{head}<ETag>{escape(etag)}</ETag><Size>{_text(md.size)}</Size>"
+            f"{frags.storage_class(md)}{frags.owner(md)}</Version>")
 
 
 def _common_prefixes(w: XmlWriter, prefixes: list[str], enc) -> None:
@@ -140,8 +176,9 @@ async def _list_masters(ctx: RequestContext, v2: bool) -> Response:
     if "encoding-type" in q:
         w.leaf("EncodingType", "url")
     with_owner = (not v2) or q.get("fetch-owner", "").lower() == "true"
-    for entry in result["Contents"]:
-        _content(w, entry["key"], _entry_md(entry), enc, with_owner)
+    frags = _Fragments()
+    w.raw("".join([_content_xml(entry["key"], _entry_md(entry), enc, with_owner, frags)
+                   for entry in result["Contents"]]))
     _common_prefixes(w, result["CommonPrefixes"], enc)
     return Response(w.to_bytes(), media_type="application/xml")
 
@@ -196,22 +233,14 @@ async def list_object_versions(ctx: RequestContext) -> Response:
         w.leaf("EncodingType", "url")
     # A page that resumes inside a key's versions does not start with its latest.
     last_key = key_marker if vid_marker_raw else None
+    frags = _Fragments()
+    entries = []
     for entry in result["Versions"]:
         md = _entry_md(entry)
         is_latest = entry["key"] != last_key
         last_key = entry["key"]
-        tag = "DeleteMarker" if md.is_delete_marker else "Version"
-        w.open(tag)
-        w.leaf("Key", enc(entry["key"]))
-        w.leaf("VersionId", external_version_id(md))
-        w.leaf("IsLatest", is_latest)
-        w.leaf("LastModified", md.last_modified)
-        if tag == "Version":
-            w.leaf("ETag", f'"{md.etag}"')
-            w.leaf("Size", md.size)
-            w.leaf("StorageClass", md.storage_class)
-        _owner(w, md)
-        w.close(tag)
+        entries.append(_version_xml(entry["key"], md, is_latest, enc, frags))
+    w.raw("".join(entries))
     _common_prefixes(w, result["CommonPrefixes"], enc)
     return Response(w.to_bytes(), media_type="application/xml")
 

@@ -62,6 +62,8 @@ IDEMPOTENT_CALLS = frozenset({rpc.CALL_GET, rpc.CALL_GET_UUID, rpc.CALL_GET_DISK
 # A skipped run (versions of one key) is jumped after this many entries where a jump is a seek in
 # process (the engine in the gateway), not a round trip (shared/listing/driver.py).
 LOCAL_MAX_SKIP_RUN = 8
+# The in-process listing reads the engine synchronously: a turn of the event loop every this many entries.
+LOCAL_YIELD_EVERY = 256
 # What a lost or absent connection fails a call with (a call timeout included: the dmd may be gone).
 CONNECTION_ERROR_TYPES = frozenset({"ECONNRESET", "ECONNREFUSED", "ETIMEDOUT"})
 RETRY_DELAY_MAX_S = 0.5
@@ -258,9 +260,9 @@ class LocalMetadataClient(MetadataClient):
     async def list_page(self, sublevel: list[str], listing_type: str, params: dict[str, Any], *,
                         req_uids: str | None = None) -> dict[str, Any]:
         """The dmd's listObject, in process: the shared listing over the engine's streams."""
-        def open_stream(options: dict[str, Any]) -> AsyncIterator[Any]:
-            return self.store.read_stream(sublevel, options)
-        return await list_page(open_stream, listing_type, params, max_skip_run=LOCAL_MAX_SKIP_RUN)
+        with self.store.scanner(sublevel) as scan:   # synchronous, one entry at a time
+            return await list_page(scan, listing_type, params, max_skip_run=LOCAL_MAX_SKIP_RUN,
+                                   yield_every=LOCAL_YIELD_EVERY)
 
     async def raw_list_keys(self, options: dict) -> AsyncIterator[str]:
         source = self.store.raw_list_keys(options or {})
@@ -344,7 +346,7 @@ class RemoteMetadataClient(MetadataClient):
                                          reconnection_delay=reconnect_delay_s,
                                          reconnection_delay_max=reconnect_delay_max_s,
                                          randomization_factor=0.5, logger=False, engineio_logger=False,
-                                         json=jsoncodec,
+                                         json=jsoncodec, serializer=jsoncodec.RpcPacket,
                                          websocket_extra_options={"ssl": ssl_context} if ssl_context else {},
                                          **({"http_session": self._unix_session} if socket_path else {}))
         self._reconnect_delay_s = reconnect_delay_s

@@ -12,7 +12,7 @@ from shared.listing.delimiter import Delimiter, DelimiterMaster, common_prefix
 from shared.listing.driver import ListingStats, OpenStream, list_entries
 from shared.listing.mpu import MPU, MPU_OVERVIEW_PREFIX, SPLITTER, overview_key
 from shared.listing.page import (DELIMITER, DELIMITER_MASTER, DELIMITER_VERSIONS, LISTING_MPU, LISTING_TYPES,
-                                 OBJECT_LISTING_FIELDS, UPLOAD_LISTING_FIELDS, list_page, make_algorithm,
+                                 OBJECT_LISTING_FIELDS, UPLOAD_LISTING_FIELDS, encode_page, list_page, make_algorithm,
                                  project_entries, project_value)
 from shared.listing.versions import DelimiterVersions
 
@@ -22,5 +22,5 @@ __all__ = [
     "DelimiterMaster", "common_prefix", "ListingStats", "OpenStream", "list_entries", "MPU",
     "MPU_OVERVIEW_PREFIX", "SPLITTER", "overview_key", "DelimiterVersions", "DELIMITER", "DELIMITER_MASTER",
     "DELIMITER_VERSIONS", "LISTING_MPU", "LISTING_TYPES", "OBJECT_LISTING_FIELDS", "UPLOAD_LISTING_FIELDS",
-    "list_page", "make_algorithm", "project_entries", "project_value",
+    "encode_page", "list_page", "make_algorithm", "project_entries", "project_value",
 ]

@@ -7,8 +7,7 @@ with `<` directly; only `inc()` has to know about the gap the surrogate range le
 from __future__ import annotations
 
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from shared import jsoncodec, versionid
 from shared.versionid import VERSIONS_END
@@ -93,14 +92,14 @@ def version_id_of(value: str) -> str | None:
     return vid if isinstance(vid, str) and vid else None
 
 
-@dataclass(frozen=True)
-class SkipHint:
+class SkipHint(NamedTuple):
     """Where the driver may jump instead of reading entries the algorithm would only skip.
 
     gte: the new lower bound (None: nothing after, the listing can stop).
     after: how many more skipped entries to read before jumping; 0 jumps at once. Reopening a
     stream costs a round trip, so for runs that are usually short (versions of one key) the
     algorithm asks to read a few first.
+    (A named tuple: the driver asks for it after every entry, a frozen dataclass costs ~1 us to build.)
     """
     gte: str | None
     after: int = 0

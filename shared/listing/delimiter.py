@@ -187,12 +187,13 @@ class DelimiterMaster(Delimiter):
             # object has no current version. Current Arsenal would list "key\0vid" as an object; we never do.
             self._skipping_versions_of = base
             return FILTER_SKIP
-        if is_delete_marker(value):
-            self._skipping_versions_of = key
-            return FILTER_ACCEPT
-        if is_phd(value):
-            self._phd_key = key
-            return FILTER_ACCEPT
+        if "true" in value:   # both flags need the literal (most values have none: one scan, not two)
+            if is_delete_marker(value):
+                self._skipping_versions_of = key
+                return FILTER_ACCEPT
+            if is_phd(value):
+                self._phd_key = key
+                return FILTER_ACCEPT
         if self._reached_max_keys():
             return FILTER_END
         if self._add(key, value) is None:

@@ -420,6 +420,65 @@ class MetaStore:
             return decode_text(k[skip:]) if query.keys else decode_text(v)
         return self._stream(query, shape)
 
+    def scan(self, sublevel: list[str], options: dict) -> Iterator[dict[str, str]]:
+        """read_stream's {"key","value"} entries as a synchronous iterator that reads one entry at a
+        time (no chunk read ahead). For the listings run in process (shared/listing's driver): they
+        close it after a few entries when they skip past a common prefix, and give the event loop a
+        turn themselves. Close it (`.close()`) when stopping early."""
+        self._check_open()
+        prefix = sublevel_prefix(sublevel)
+        query = parse_range_options(options, prefix)
+        try:
+            it = self._kv.iterate(gt=query.gt, gte=query.gte, lt=query.lt, lte=query.lte, reverse=query.reverse)
+        except Exception as exc:
+            raise MetadataError("InternalError", 500, f"cannot read metadata: {exc}") from exc
+        return self._scan(it, len(prefix), query.limit)
+
+    @contextlib.contextmanager
+    def scanner(self, sublevel: list[str]) -> Iterator[Callable[[dict], Iterator[dict[str, str]]]]:
+        """`scan` of one sublevel for a listing's successive ranges (each opened after the previous
+        one is closed), sharing one store iterator: on RocksDB a jump past a common prefix is then a
+        seek, not a new iterator. `with store.scanner(sub) as scan: ... scan(options) ...`"""
+        self._check_open()
+        prefix = sublevel_prefix(sublevel)
+        cursor = self._kv.cursor()
+
+        def scan(options: dict) -> Iterator[dict[str, str]]:
+            self._check_open()
+            query = parse_range_options(options, prefix)
+            if query.reverse:
+                raise invalid_argument("scanner: forward ranges only")
+            try:
+                it = cursor.range(gt=query.gt, gte=query.gte, lt=query.lt, lte=query.lte)
+            except Exception as exc:
+                raise MetadataError("InternalError", 500, f"cannot read metadata: {exc}") from exc
+            return self._scan(it, len(prefix), query.limit)
+        try:
+            yield scan
+        finally:
+            cursor.close()
+
+    def _scan(self, it: Iterator[tuple[bytes, bytes]], skip: int, limit: int) -> Iterator[dict[str, str]]:
+        remaining = limit
+        try:
+            if limit == 0:
+                return
+            try:
+                for k, v in it:
+                    yield {"key": decode_text(k[skip:]), "value": decode_text(v)}
+                    if remaining != NO_LIMIT:
+                        remaining -= 1
+                        if remaining <= 0:
+                            return
+            except MetadataError:
+                raise
+            except Exception as exc:
+                raise MetadataError("InternalError", 500, f"metadata read failed: {exc}") from exc
+            if self._closed:
+                raise MetadataError("InternalError", 500, "metadata store closed during a read")
+        finally:
+            it.close()  # type: ignore[attr-defined]
+
     def raw_list_keys(self, options: dict | None = None) -> AsyncIterator[str]:
         """Physical keys ("!sub!key") of the whole database, levelup range options on those keys."""
         self._check_open()
