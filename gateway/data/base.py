@@ -18,7 +18,7 @@ import asyncio
 import re
 import ssl
 from contextlib import AbstractAsyncContextManager
-from typing import AsyncIterator, Awaitable, Callable, NamedTuple, NoReturn
+from typing import Any, AsyncIterator, Awaitable, Callable, NamedTuple, NoReturn
 
 import aiohttp
 
@@ -30,7 +30,8 @@ _KEY_RE = re.compile(r"[0-9a-f]{%d}" % KEY_HEX_LENGTH)
 # --- HTTP backends (docs/protocol.md#data-client; the same client settings serve the aws_s3 location) ---
 DELETE_ATTEMPTS = 3  # the reference's DataWrapper: MAX_RETRY = 2 retries
 DELETE_RETRY_DELAY_S = 0.05  # doubled after each failed attempt
-DELETE_DONE_STATUSES = (200, 204, 404)  # 404: an earlier attempt or another caller already deleted it
+DELETE_DONE_STATUSES = (200, 204, 404)
+DELETE_MANY_CONCURRENCY = 16  # blob deletes in flight for one delete_many of a store without a batch call  # 404: an earlier attempt or another caller already deleted it
 FREE_SOCKET_TIMEOUT_S = 55.0  # the reference's keep-alive agent; below the dmd's 60 s
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 60.0  # silence on an open exchange; an fsync of a large body fits in it
@@ -38,10 +39,17 @@ DEFAULT_MAX_CONNECTIONS = 100
 READ_RETRY_DELAY_S = 0.1  # first pause of a read retried while the store is away; doubled up to the max
 READ_RETRY_DELAY_MAX_S = 0.5
 
-#: what aiohttp raises when the store cannot be reached or stops answering
+#: what the HTTP clients raise when the store cannot be reached or stops answering: aiohttp's
+#: errors (aws_s3), and gateway/data/httpconn.py's HttpClientError (dmd), an OSError
 TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 #: makes one request of a backend, with these extra headers; used as `async with send(headers) as resp`
-SendRequest = Callable[[dict[str, str]], AbstractAsyncContextManager[aiohttp.ClientResponse]]
+#: (an aiohttp.ClientResponse, or an httpconn.Response)
+SendRequest = Callable[[dict[str, str]], AbstractAsyncContextManager[Any]]
+
+
+async def _aiohttp_pieces(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    async for chunk, _ in resp.content.iter_chunks():
+        yield chunk
 
 
 def is_valid_key(key: str) -> bool:
@@ -169,6 +177,23 @@ class DataBackend(abc.ABC):
     async def close(self) -> None:
         """Release connections; the backend is not used afterwards."""
 
+    async def delete_many(self, keys: list[str]) -> list[str]:
+        """Remove many blobs; the keys that could not be (an absent one is not a failure). By
+        default one `delete` per key, DELETE_MANY_CONCURRENCY at a time; a store with a batch call
+        (the dmd's `POST /DataFile?delete`) does them in few requests."""
+        failed: list[str] = []
+        pending = iter(keys)
+
+        async def worker() -> None:
+            for key in pending:
+                try:
+                    await self.delete(key)
+                except Exception:   # noqa: BLE001 - the caller logs what was not freed (orphans)
+                    failed.append(key)
+
+        await asyncio.gather(*(worker() for _ in range(min(DELETE_MANY_CONCURRENCY, len(keys)))))
+        return failed
+
 
 class _SourceFailed(Exception):
     """Carries the caller's own exception out of aiohttp, which wraps body errors.
@@ -275,11 +300,13 @@ class HttpDataBackend(DataBackend):
         return {"Range": f"bytes={start or 0}-{'' if end is None else end}"}
 
     async def _read_blob(self, key: str, start: int | None, end: int | None, what: str, send: SendRequest,
-                         check: Callable[[aiohttp.ClientResponse], Awaitable[None]]) -> AsyncIterator[bytes]:
+                         check: Callable[[Any], Awaitable[None]],
+                         pieces: Callable[[Any], AsyncIterator[bytes]] | None = None) -> AsyncIterator[bytes]:
         """The body of a GET of `key` (start..end), as `DataBackend.get` streams it.
 
         `send(headers)` makes the request; `check(resp)` raises the store's DataError
-        for an answer that does not carry the bytes asked for. Everything, the key
+        for an answer that does not carry the bytes asked for; `pieces(resp)` yields
+        the body (default: an aiohttp response's chunks). Everything, the key
         and range checks included, happens on the first iteration; a transport
         error, even mid-body, becomes `_unavailable(what)`.
         """
@@ -294,7 +321,8 @@ class HttpDataBackend(DataBackend):
                     await check(resp)
                     # The pieces as the HTTP parser produced them (bounded by the session's read
                     # buffer): no re-joining into fixed-size chunks, a copy per piece saved.
-                    async for chunk, _ in resp.content.iter_chunks():
+                    body = pieces(resp) if pieces is not None else _aiohttp_pieces(resp)
+                    async for chunk in body:
                         yielded = True
                         yield chunk
                 return
