@@ -253,6 +253,27 @@ async def free_locations(services: "Services", locations: list[dict[str, Any]] |
                 log.setdefault("leakedBlobs", []).append(loc.get("key"))
 
 
+async def free_many(services: "Services", locations: list[dict[str, Any]]) -> list[Any]:
+    """Free the blobs of many locations nothing references any more (DeleteObjects), grouped by
+    store, each group in `DataBackend.delete_many` (the dmd: batches of its batch delete call).
+    Returns the keys that were not freed (orphans for the scrub), never raises for a store's error."""
+    groups: dict[int, tuple["DataBackend", list[str]]] = {}
+    leaked: list[Any] = []
+    for loc in locations:
+        try:
+            backend = _backend_of(services, loc)
+        except Exception:   # a location no configured store serves: nothing to ask
+            leaked.append(loc.get("key"))
+            continue
+        groups.setdefault(id(backend), (backend, []))[1].append(loc["key"])
+    for backend, keys in groups.values():
+        try:
+            leaked.extend(await backend.delete_many(keys))
+        except Exception:   # noqa: BLE001 - garbage, not an error for anyone
+            leaked.extend(keys)
+    return leaked
+
+
 # Metadata errors after which a write may or may not have been applied: the call was sent and its
 # answer lost (the dmd died after committing, the connection dropped, the answer timed out).
 _OUTCOME_UNKNOWN_TYPES = frozenset({"ECONNRESET", "ETIMEDOUT"})

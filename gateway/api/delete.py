@@ -14,9 +14,10 @@ which answers what each key held; a key listed twice is removed once and answere
 Every other entry is deleted as DeleteObject would, DELETE_CONCURRENCY at a time, so the dmd
 group-commits many of them into one fsync. The data they unreference is not freed on
 the way but collected, and freed after every metadata delete of the request has
-returned, by one background task per request (FREE_CONCURRENCY blob deletes in flight
-per gateway process, at most MAX_BACKGROUND_FREES such tasks before a request frees its
-own data before answering). Data is only ever freed after the metadata commit that
+returned, by one background task per request: each store's blobs in one
+`DataBackend.delete_many` (the dmd's batch delete, `POST /DataFile?delete`, 1,000 blobs a call),
+FREE_CONCURRENCY such calls in flight per gateway process, at most MAX_BACKGROUND_FREES such tasks
+before a request frees its own data before answering. Data is only ever freed after the metadata commit that
 unreferenced it; a blob that cannot be freed (dmd down, gateway stopped) is logged and
 left for the scrub (dmd/scrub.py): an orphan, never a lost object.
 """
@@ -36,7 +37,7 @@ from gateway.authz import actor, allowed
 from gateway.context import RequestContext
 from gateway.limits import MAX_PAGE, check_object_key
 from gateway.models import BucketMD
-from gateway.objectdata import free_locations
+from gateway.objectdata import free_many
 from gateway.versioning import Deleted, Locations, delete_object
 from gateway.router import action
 from gateway.xml import parse, root, sub
@@ -47,7 +48,7 @@ log = get_logger("gateway")
 
 MAX_KEYS_PER_DELETE = MAX_PAGE    # AWS: "a list of up to 1000 keys"
 DELETE_CONCURRENCY = 128          # keys in flight for one request (the dmd group-commits their writes)
-FREE_CONCURRENCY = 32             # blob deletes in flight for all DeleteObjects of this process
+FREE_CONCURRENCY = 8              # delete_many calls in flight for all DeleteObjects of this process
 MAX_BACKGROUND_FREES = 16         # requests whose data is being freed after their response; beyond: inline
 MISSING_INTEGRITY_MESSAGE = "Missing required header for this request: Content-MD5"
 
@@ -152,26 +153,20 @@ def _free_limit() -> asyncio.Semaphore:
 
 
 async def free_all(services: Any, locations: Locations, request_id: str) -> None:
-    """Free `locations` (blobs nothing references any more), FREE_CONCURRENCY at a time for the
-    whole process; what fails is logged by blob key (orphans: the scrub reclaims them)."""
-    limit = _free_limit()
+    """Free `locations` (blobs nothing references any more): each store's share in one
+    `delete_many` (the dmd's batch delete), at most FREE_CONCURRENCY such calls at once in this
+    process; what fails is logged by blob key (orphans: the scrub reclaims them)."""
     leaked: list[Any] = []
-    pending = iter(locations)
-
-    async def worker() -> None:
-        for loc in pending:
-            fields: dict[str, Any] = {}
-            async with limit:
-                await free_locations(services, [loc], fields)
-            leaked.extend(fields.get("leakedBlobs", []))
-
     try:
-        await asyncio.gather(*(worker() for _ in range(min(FREE_CONCURRENCY, len(locations)))))
+        async with _free_limit():
+            leaked = await free_many(services, locations)
+    except asyncio.CancelledError:   # shutdown: what was not freed is left for the scrub
+        leaked = [loc.get("key") for loc in locations]
+        raise
     finally:
-        unfreed = [loc.get("key") for loc in pending]   # what a cancellation (shutdown) left
-        if leaked or unfreed:
+        if leaked:
             log.warning("data of deleted objects not freed (orphans for the scrub)",
-                        extra={"fields": {"requestId": request_id, "leakedBlobs": leaked + unfreed}})
+                        extra={"fields": {"requestId": request_id, "leakedBlobs": leaked}})
 
 
 async def free_after_response(ctx: RequestContext, freer: DataFreer) -> None:

@@ -126,3 +126,54 @@ async def test_a_dmd_without_the_call_answers_405(tmp_path: Path) -> None:
     finally:
         await runner.cleanup()
     assert resp.status_code == 405 and resp.json()["errorType"] == "MethodNotAllowed"
+
+
+# ------------------------------------------------------------------ the gateway's side: DmdDataBackend
+def _backend(server_url: str):
+    from gateway.data.dmd import DmdDataBackend
+    host, port = server_url.removeprefix("http://").split(":")
+    return DmdDataBackend(host, int(port), "us-east-1")
+
+
+async def test_backend_frees_in_batches_and_says_what_failed(client: httpx.AsyncClient,
+                                                             server: tuple[str, Path]) -> None:
+    keys = await put_blobs(client, 25)
+    blob = next(server[1].glob(f"*/{keys[3]}"))
+    blob.unlink()
+    blob.mkdir()   # this one cannot be unlinked
+    backend = _backend(server[0])
+    try:
+        absent = [os.urandom(20).hex() for _ in range(1500)]   # two batches in all
+        failed = await backend.delete_many(absent[:700] + keys + ["not-a-key"] + absent[700:])
+    finally:
+        blob.rmdir()
+        await backend.close()
+    assert failed == [keys[3]]
+    assert backend.delete_many_supported
+    assert not blobs(server[1]) & set(keys)
+
+
+async def test_backend_falls_back_to_one_delete_per_blob(tmp_path: Path) -> None:
+    from aiohttp import web
+
+    from dmd.data import DataFileStore, make_data_server
+    store = DataFileStore(tmp_path / "d")
+    await store.setup()
+    runner = web.ServerRunner(make_data_server(store, delete_many_enabled=False))   # as the original
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    backend = _backend(url)
+    try:
+        async with httpx.AsyncClient(base_url=url) as c:
+            keys = await put_blobs(c, 5)
+        assert await backend.delete_many(keys + [os.urandom(20).hex()]) == []
+        assert not backend.delete_many_supported
+        assert not blobs(tmp_path / "d") & set(keys)
+        async with httpx.AsyncClient(base_url=url) as c:
+            more = await put_blobs(c, 2)
+        assert await backend.delete_many(more) == []   # remembered: straight to DELETEs
+        assert not blobs(tmp_path / "d") & set(more)
+    finally:
+        await backend.close()
+        await runner.cleanup()
