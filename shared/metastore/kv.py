@@ -178,6 +178,24 @@ def _forward(it: Any, rng: _Range) -> Iterator[tuple[bytes, bytes]]:
     it.status()   # raises if the iteration stopped on an I/O error rather than the end
 
 
+def _backward(it: Any, rng: _Range) -> Iterator[tuple[bytes, bytes]]:
+    """(key, value) pairs of `rng` read backward on a RocksDB iterator (seeked here, not freed)."""
+    if rng.upper is None:
+        it.seek_to_last()
+    else:
+        it.seek_for_prev(rng.upper)
+        if it.valid() and not rng.below_upper(it.key()):
+            it.prev()
+    in_range = rng.above_lower
+    while it.valid():
+        key = it.key()
+        if not in_range(key):
+            return
+        yield key, it.value()
+        it.prev()
+    it.status()   # raises if the iteration stopped on an I/O error rather than the end
+
+
 class MemoryKV(OrderedKV):
     """In-memory store over a SortedDict; iteration resumes from its last key so concurrent writes are safe."""
 
@@ -365,29 +383,7 @@ class RocksKV(OrderedKV):
     def _iterate(self, rng: _Range, reverse: bool) -> Iterator[tuple[bytes, bytes]]:
         it = self._db.iter()
         try:
-            if reverse:
-                if rng.upper is None:
-                    it.seek_to_last()
-                else:
-                    it.seek_for_prev(rng.upper)
-                    if it.valid() and not rng.below_upper(it.key()):
-                        it.prev()
-                in_range, step = rng.above_lower, it.prev
-            else:
-                if rng.lower is None:
-                    it.seek_to_first()
-                else:
-                    it.seek(rng.lower)
-                    if it.valid() and not rng.above_lower(it.key()):
-                        it.next()
-                in_range, step = rng.below_upper, it.next
-            while it.valid():
-                key = it.key()
-                if not in_range(key):
-                    return
-                yield key, it.value()
-                step()
-            it.status()   # raises if the iteration stopped on an I/O error rather than the end
+            yield from (_backward if reverse else _forward)(it, rng)
         finally:
             del it
 
