@@ -18,6 +18,7 @@ import pytest
 from dmd.data import TMP_DIR_NAME
 from gateway.data import DataUnavailable, DmdDataBackend
 from gateway.data.httpconn import READ_HIGH_WATER, ConnectionPool, HttpClientError, ReadTimeout
+from tests.integration.test_data_daemon import pattern_chunks
 from tests.procs import Dmd, start_dmd
 
 MiB = 1 << 20
@@ -42,13 +43,7 @@ def temp_files(dmd: Dmd) -> list[Path]:
     return list(tmp.iterdir()) if tmp.exists() else []
 
 
-async def pattern(size: int, chunk: int = MiB) -> AsyncIterator[bytes]:
-    block = hashlib.sha256(b"seed").digest() * (chunk // 32)
-    sent = 0
-    while sent < size:
-        n = min(chunk, size - sent)
-        yield block[:n]
-        sent += n
+pattern = pattern_chunks   # a deterministic body generated on the fly (test_data_daemon's)
 
 
 async def read_all(it: AsyncIterator[bytes]) -> bytes:
