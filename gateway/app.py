@@ -164,10 +164,13 @@ async def s3_request(request: Request, record: RequestRecord) -> Response:
         path = unquote(record.resource, errors="strict")
     except UnicodeDecodeError:
         raise S3Error("InvalidURI") from None
-    bucket, key, virtual_hosted = split_bucket_key(request.headers.get("host", ""), path, config)
+    bucket, key, virtual_hosted = split_bucket_key(first_header(scope, b"host"), path, config)
     record.bucket, record.key = bucket, key
-    query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
-    headers = {k.lower(): v for k, v in request.headers.items()}
+    query_string = scope.get("query_string", b"")
+    query = dict(parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)) if query_string else {}
+    # Straight from the ASGI list (what Starlette's Headers.items() would decode): the last of a
+    # repeated header wins, as before.
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
     if key is not None:
         check_object_key(key)
     target = "object" if key is not None else ("bucket" if bucket else "service")
@@ -188,8 +191,17 @@ async def s3_request(request: Request, record: RequestRecord) -> Response:
         await _discard(ctx.prefetched_object)   # a handler that failed before reading it
 
 
+def first_header(scope: dict, name: bytes) -> str:
+    """The first value of a (lower-case) header in the ASGI scope, "" if absent: what
+    `request.headers.get(name, "")` answers, without building Starlette's Headers."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return ""
+
+
 async def s3_endpoint(request: Request) -> Response:
-    if website.website_bucket(request.headers.get("host", ""), request.app.state.services.config) is not None:
+    if website.website_bucket(first_header(request.scope, b"host"), request.app.state.services.config) is not None:
         return await serve(request, website.website_request, website.error_page, cors.finish)
     return await serve(request, s3_request, error_response, cors.finish)
 

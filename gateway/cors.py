@@ -206,11 +206,7 @@ async def add_headers(request: Any, response: Response, bucket: str | None, load
     """Give `response` (any response, an error document too) the CORS headers of the request's
     Origin, from the rules of `bucket`: the record the pipeline loaded (scope[SCOPE_BUCKET]) or,
     when the request failed before loading it, read now with `load_bucket(name)`."""
-    if not bucket or request.method == "OPTIONS":
-        return
-    # Every response passes here: look for an Origin in the raw (lower-cased) header list first,
-    # cheaper than building the request's Headers view.
-    if not any(name == b"origin" for name, _ in request.scope["headers"]):
+    if not bucket or request.method == "OPTIONS" or not _has_origin(request.scope):
         return
     origin = request.headers.get("origin")
     if not origin:
@@ -244,6 +240,17 @@ async def preflight_request(store: Any, bucket: str | None, headers: Mapping[str
     return preflight(info.cors, headers)
 
 
+def _has_origin(scope: Mapping[str, Any]) -> bool:
+    """Whether the request sent an Origin: looked for in the raw (lower-cased) header list,
+    cheaper than building the request's Headers view (every response asks)."""
+    for name, _ in scope["headers"]:
+        if name == b"origin":
+            return True
+    return False
+
+
 async def finish(request: Any, response: Response, record: Any) -> None:
     """serve()'s finisher of both endpoints: the CORS headers of an actual request."""
+    if not record.bucket or not _has_origin(request.scope):   # most requests: no CORS to add
+        return
     await add_headers(request, response, record.bucket, request.app.state.services.store.get_bucket)

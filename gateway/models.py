@@ -15,6 +15,7 @@ BUCKET_MODEL_VERSION = 16
 OBJECT_MODEL_VERSION = 6
 EMPTY_MD5 = "d41d8cd98f00b204e9800998ecf8427e"
 USER_META_PREFIX = "x-amz-meta-"
+_USER_META_PREFIX_LEN = len(USER_META_PREFIX)
 # Representation headers an ObjectMD stores under their HTTP names (Content-Type apart).
 STORED_HEADERS = ("cache-control", "content-disposition", "content-encoding", "content-language", "expires")
 
@@ -343,7 +344,8 @@ class ObjectMD(dict):
 
     @property
     def user_metadata(self) -> dict[str, str]:
-        return {k: v for k, v in self.items() if k.startswith(USER_META_PREFIX)}
+        # A slice comparison: cheaper than a startswith call per field (every GET and HEAD asks).
+        return {k: v for k, v in self.items() if k[:_USER_META_PREFIX_LEN] == USER_META_PREFIX}
 
     @property
     def stored_headers(self) -> dict[str, str]:

@@ -160,22 +160,101 @@ async def serve(request: Request, endpoint: Endpoint, render_error: ErrorRendere
         # The client may still send (or, with Expect: 100-continue, be waiting to send)
         # a body we never read: closing is the only way to keep the next request intact.
         response.headers["connection"] = "close"
-    response.headers.setdefault("x-amz-request-id", record.request_id)
-    response.headers.setdefault("x-amz-id-2", record.request_id)
-    response.headers.setdefault("server", "pys3")
-    line: dict[str, object] = {
-        "requestId": record.request_id, "method": record.method, "bucket": record.bucket, "key": record.key,
-        "status": response.status_code, "bytes": response.headers.get("content-length"),
-        "elapsedMs": round((time.monotonic() - started) * 1000, 2)}
-    if record.fields:
-        line.update(request_fields(record.fields, line))
-    log_event(log, logging.INFO, "request", **line)
+    content_length = _add_default_headers(response.raw_headers, record.request_id)
+    if log.isEnabledFor(logging.INFO):   # the line is built only when it is written
+        line: dict[str, object] = {
+            "requestId": record.request_id, "method": record.method, "bucket": record.bucket, "key": record.key,
+            "status": response.status_code, "bytes": content_length,
+            "elapsedMs": round((time.monotonic() - started) * 1000, 2)}
+        if record.fields:
+            line.update(request_fields(record.fields, line))
+        log_event(log, logging.INFO, "request", **line)
     return response
+
+
+def _add_default_headers(raw_headers: list[tuple[bytes, bytes]], request_id: str) -> str | None:
+    """x-amz-request-id, x-amz-id-2 (the request id) and server (pys3) unless the response has
+    them, as `response.headers.setdefault` would add them, in one pass over the raw list (which
+    Starlette's MutableHeaders views); returns the first Content-Length value (None if absent)."""
+    has_id = has_id2 = has_server = False
+    content_length = None
+    for name, value in raw_headers:
+        if name == b"x-amz-request-id":
+            has_id = True
+        elif name == b"x-amz-id-2":
+            has_id2 = True
+        elif name == b"server":
+            has_server = True
+        elif name == b"content-length" and content_length is None:
+            content_length = value.decode("latin-1")
+    if not (has_id and has_id2):
+        encoded = request_id.encode("latin-1")
+        if not has_id:
+            raw_headers.append((b"x-amz-request-id", encoded))
+        if not has_id2:
+            raw_headers.append((b"x-amz-id-2", encoded))
+    if not has_server:
+        raw_headers.append((b"server", b"pys3"))
+    return content_length
 
 
 # ------------------------------------------------------------ the connection (uvicorn + httptools)
 
 LINGER_S = 2.0   # after refusing a request head: how long its remaining bytes are read and dropped
+COALESCE_MAX_BYTES = 64 * 1024   # a first body write up to this size goes out with the head, in one send
+
+
+class HeadCoalescingTransport:
+    """The connection's transport as one request's uvicorn cycle sees it: the response head (the
+    cycle's first write once its response has started) is held, and goes out with the first body
+    write in one send: a small GET answer is one syscall and one segment, not two. The head is
+    never held longer than the current event-loop step (a callback sends it then), nor past a
+    close or the end of the response; everything else passes through unchanged."""
+
+    __slots__ = ("transport", "cycle", "loop", "held", "head_seen", "on_response")
+
+    def __init__(self, transport: Any, cycle: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.transport, self.cycle, self.loop = transport, cycle, loop
+        self.held: bytes | None = None
+        self.head_seen = False
+        self.on_response: Callable[[], None] = cycle.on_response
+
+    def response_complete(self) -> None:
+        """The cycle's on_response: a HEAD answer has no body write, its head goes now."""
+        self.flush()
+        self.on_response()
+
+    def write(self, data: Any) -> None:
+        held = self.held
+        if held is not None:
+            self.held = None
+            if len(data) <= COALESCE_MAX_BYTES:
+                self.transport.write(b"".join((held, data)))
+                return
+            self.transport.write(held)
+        elif not self.head_seen and self.cycle.response_started:
+            self.head_seen = True
+            self.held = data
+            self.loop.call_soon(self.flush)
+            return
+        self.transport.write(data)
+
+    def flush(self) -> None:
+        held = self.held
+        if held is not None:
+            self.held = None
+            if not self.transport.is_closing():
+                self.transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
@@ -265,6 +344,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = False
         self._cancel_head_timer()
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.transport is self.transport:   # the new request's cycle
+            coalescing = HeadCoalescingTransport(self.transport, cycle, self.loop)
+            cycle.transport = coalescing
+            cycle.on_response = coalescing.response_complete
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
@@ -287,7 +371,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 self._deferred_refusal = err
                 return
             if cycle.response_started:
-                self.transport.close()   # its answer is half sent: no interleaving
+                cycle.transport.close()   # its answer is half sent (its head held: sent first): no interleaving
                 return
             # The refused bytes are the body of the request in progress: it gets the refusal, and
             # the application sees a disconnect (whatever it answers then is dropped).

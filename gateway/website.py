@@ -56,7 +56,14 @@ def website_bucket(host: str, config: Config) -> str | None:
     or None when the Host is not on one of config.website_endpoints."""
     if not config.website_endpoints or not host:
         return None
-    suffixes = _suffixes(config.website_endpoints)
+    return _website_bucket(host, config.website_endpoints)
+
+
+@functools.lru_cache(maxsize=1024)
+def _website_bucket(host: str, endpoints: tuple[str, ...]) -> str | None:
+    """website_bucket's answer, cached: every request asks, and a client sends the same Host
+    again and again (bounded: the Host is the client's to choose)."""
+    suffixes = _suffixes(endpoints)
     hostname = hostname_of(host).rstrip(".")
     if not hostname.endswith(suffixes):   # every request asks: one C call for the common "no"
         return None

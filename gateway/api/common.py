@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timezone
+from functools import lru_cache
 from email.utils import format_datetime
 from typing import Any
 
@@ -59,7 +60,10 @@ async def read_xml_body(ctx: RequestContext, headers: Any = None) -> bytes:
     return b"".join(pieces)
 
 
+@lru_cache(maxsize=4096)
 def http_date(iso: str) -> str:
+    """A stored ISO 8601 time as an HTTP date. Cached: every GET and HEAD of an object formats
+    its Last-Modified, and the same few values come back again and again."""
     return format_datetime(parse_iso(iso).astimezone(timezone.utc), usegmt=True)
 
 
@@ -89,11 +93,13 @@ def check_conditions(headers: dict[str, str], etag: str, last_modified_iso: str,
     `prefix` is "x-amz-copy-source-" for CopyObject's source conditions, which
     answer 412 in every failing case.
     """
-    last_modified = parse_iso(last_modified_iso).replace(microsecond=0)
     if_match = headers.get(prefix + "if-match")
     if_none_match = headers.get(prefix + "if-none-match")
     if_unmodified = headers.get(prefix + "if-unmodified-since")
     if_modified = headers.get(prefix + "if-modified-since")
+    if if_match is None and if_none_match is None and if_unmodified is None and if_modified is None:
+        return   # no condition (most requests): nothing to parse
+    last_modified = parse_iso(last_modified_iso).replace(microsecond=0)
     not_modified = "PreconditionFailed" if prefix else "NotModified"
     if if_match is not None:
         if not _etag_matches(if_match, etag):

@@ -28,8 +28,11 @@ def detect_scheme(req: AuthRequest) -> str:
     Authorization scheme gets AccessDenied.
     """
     authorization = req.header("authorization")
-    v4_query = any(req.has_query(name) for name in ("X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Signature"))
-    v2_query = req.has_query("Signature") or req.has_query("AWSAccessKeyId")
+    if req.query_string:
+        v4_query = any(req.has_query(name) for name in ("X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Signature"))
+        v2_query = req.has_query("Signature") or req.has_query("AWSAccessKeyId")
+    else:   # no query (most requests): no parameter to look for
+        v4_query = v2_query = False
     if sum((authorization is not None, v4_query, v2_query)) > 1:
         raise S3Error("InvalidArgument", "Only one auth mechanism allowed; only the X-Amz-Algorithm query "
                       "parameter, Signature query string parameter or the Authorization header should be specified",

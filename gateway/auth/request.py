@@ -66,6 +66,10 @@ class AuthRequest:
     # the v2 string to sign names the resource as /<bucket><path> whatever the addressing.
     host_bucket: str | None = None
     _query: list[tuple[str, str, bool]] | None = field(default=None, repr=False, compare=False)
+    # name -> its values in order, built on the first lookup (signing asks for a header a dozen
+    # times); rebuilt when `headers` is replaced or grown, as tests do to forge requests.
+    _index: dict[str, list[str]] | None = field(default=None, repr=False, compare=False)
+    _indexed: tuple[Any, int] = field(default=(None, -1), repr=False, compare=False)
 
     @classmethod
     def from_scope(cls, scope: Mapping[str, Any], host_bucket: str | None = None) -> "AuthRequest":
@@ -80,17 +84,28 @@ class AuthRequest:
         query = scope.get("query_string", b"").decode(WIRE_ENCODING, "surrogateescape")
         return cls(scope.get("method", "GET"), raw_path, query, headers, host_bucket)
 
+    def _header_index(self) -> dict[str, list[str]]:
+        headers = self.headers
+        index = self._index
+        indexed, count = self._indexed
+        if index is None or indexed is not headers or count != len(headers):
+            index = {}
+            for key, value in headers:
+                values = index.get(key)
+                if values is None:
+                    index[key] = [value]
+                else:
+                    values.append(value)
+            self._index, self._indexed = index, (headers, len(headers))
+        return index
+
     def header(self, name: str) -> str | None:
         """The first value of a header (name is case-insensitive), or None."""
-        name = name.lower()
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return None
+        values = self._header_index().get(name.lower())
+        return values[0] if values else None
 
     def header_all(self, name: str) -> list[str]:
-        name = name.lower()
-        return [value for key, value in self.headers if key == name]
+        return list(self._header_index().get(name.lower(), ()))
 
     def has_header(self, name: str) -> bool:
         return self.header(name) is not None
@@ -133,8 +148,8 @@ class StreamingContext:
     timestamp: str  # x-amz-date, "yyyymmddThhmmssZ"
 
     def _sign(self, string_to_sign: str) -> str:
-        return hmac.new(self.signing_key, string_to_sign.encode(WIRE_ENCODING, "surrogateescape"),
-                        hashlib.sha256).hexdigest()
+        return hmac.digest(self.signing_key, string_to_sign.encode(WIRE_ENCODING, "surrogateescape"),
+                           "sha256").hex()
 
     def chunk_signature(self, previous_signature: str, chunk_sha256_hex: str) -> str:
         return self._sign("\n".join((CHUNK_ALGORITHM, self.timestamp, self.scope, previous_signature,
@@ -200,6 +215,15 @@ def parse_http_date(value: str) -> datetime | None:
     if parsed is None:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def amz_timestamp(moment: datetime) -> str:
+    """`moment` in ISO 8601 basic form ("20130524T000000Z"), its own fields (no conversion):
+    what strftime("%Y%m%dT%H%M%SZ") gives, at a fraction of its cost (every signed request)."""
+    if moment.year < 1000:   # strftime does not pad the year: keep its form exactly
+        return moment.strftime(AMZ_DATE_FORMAT)
+    return (f"{moment.year}{moment.month:02d}{moment.day:02d}"
+            f"T{moment.hour:02d}{moment.minute:02d}{moment.second:02d}Z")
 
 
 def iso8601(moment: datetime) -> str:

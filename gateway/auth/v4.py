@@ -26,6 +26,7 @@ from .request import (
     AuthRequest,
     AuthResult,
     StreamingContext,
+    amz_timestamp,
     check_clock_skew,
     decode_component,
     iso8601,
@@ -133,7 +134,7 @@ def _wire(text: str) -> bytes:
 
 
 def sign(key: bytes, text: str) -> str:
-    return hmac.new(key, _wire(text), hashlib.sha256).hexdigest()
+    return hmac.digest(key, _wire(text), "sha256").hex()
 
 
 # --- parsing -------------------------------------------------------------------------------------
@@ -282,7 +283,7 @@ def authenticate_header(req: AuthRequest, config: Config, now: datetime | None =
     if request_time is None:
         raise S3Error("AccessDenied", "AWS authentication requires a valid Date or x-amz-date header")
     # Clients that sign a Date header (no x-amz-date) still use the ISO basic form in the scope.
-    timestamp = request_time.strftime("%Y%m%dT%H%M%SZ")
+    timestamp = amz_timestamp(request_time)
     _check_scope(date, service, terminator, timestamp, in_query=False)
 
     content_sha256 = req.header(CONTENT_SHA256_HEADER)
