@@ -200,7 +200,7 @@ def _read_whole(fd: int, size: int) -> bytes:
     return data
 
 
-def _create_temp(tmp: Path) -> int:
+def _create_temp(tmp: str) -> int:
     """The temp file of an upload, new (O_EXCL), write-only."""
     try:
         return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
@@ -208,7 +208,7 @@ def _create_temp(tmp: Path) -> int:
         raise _fs_error("open", exc) from exc
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_dir(path: str | Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -224,6 +224,7 @@ class DataFileStore:
         self.data_path = Path(data_path)
         self._data_dir = str(self.data_path)
         self.tmp_path = self.data_path / TMP_DIR_NAME
+        self._tmp_dir = str(self.tmp_path)
         self.no_sync = no_sync
 
     # setup / maintenance
@@ -292,8 +293,8 @@ class DataFileStore:
         """
         loop = asyncio.get_running_loop()
         key = new_key()
-        tmp = self.tmp_path / key
-        final = self.path_for(key)
+        tmp = f"{self._tmp_dir}/{key}"   # str paths: the upload path builds no Path objects
+        final = self.path_str(key)
         # The temp file is created with the first batch that must be written before the end of
         # the body; a body that fits in one batch (every small object) is created, written,
         # fsynced and renamed in one thread hop (`_commit`).
@@ -337,7 +338,7 @@ class DataFileStore:
             if not committed:
                 self._abandon(tmp, fd if fd_owned else None, pending)
 
-    def _commit(self, fd: int | None, tail: list[bytes], tmp: Path, final: Path) -> None:
+    def _commit(self, fd: int | None, tail: list[bytes], tmp: str, final: str) -> None:
         """Write `tail`, fsync, close, rename into place, fsync the folder. `fd` None: the temp
         file is created here first (a body that never filled a batch)."""
         if fd is None:
@@ -359,7 +360,7 @@ class DataFileStore:
                 # rename(2) is durable only once the folder is; without this a crash
                 # could lose a blob the client was told exists.
                 try:
-                    _fsync_dir(final.parent)
+                    _fsync_dir(os.path.dirname(final))
                 except OSError:
                     # The upload fails: leave no blob behind that nobody will reference.
                     with contextlib.suppress(OSError):
@@ -369,7 +370,7 @@ class DataFileStore:
             raise _fs_error(call, exc) from exc
 
     @staticmethod
-    def _abandon(tmp: Path, fd: int | None, pending: asyncio.Future[None] | None) -> None:
+    def _abandon(tmp: str, fd: int | None, pending: asyncio.Future[None] | None) -> None:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
@@ -469,7 +470,7 @@ class DataFileStore:
         The folder is not fsynced: a delete lost in a crash resurrects an
         unreferenced blob (a leak), never loses data.
         """
-        path = self.path_for(key)
+        path = self.path_str(key)
         try:
             await asyncio.to_thread(os.unlink, path)
         except FileNotFoundError as exc:
