@@ -47,6 +47,7 @@ from aiohttp import HttpVersion11, web
 
 from shared import dmd_tls
 from shared.config import DMD_SECRET_HEADER, Config, is_loopback_host, load_config, secret_matches
+from shared.durable import fsync_dir
 from shared.log import get_logger, log_event, setup_logging
 from shared.metastore.errors import MetadataError, obj_not_found
 
@@ -75,7 +76,7 @@ TMP_DIR_NAME = ".tmp"  # cannot collide with a numeric folder or a hex key
 WRITE_BATCH_BYTES = 1 << 20  # body bytes gathered before one writev(2) in a worker thread
 WRITE_BATCH_PIECES = 256  # ... or this many body pieces (well under IOV_MAX)
 READ_CHUNK_BYTES = 1 << 20  # read size when sendfile is not available
-SMALL_BLOB_BYTES = 128 << 10  # a whole-blob GET up to this size is read with the open, in one thread hop
+SMALL_BLOB_BYTES = 128 << 10  # a whole-blob GET below this size is answered from one read (on the loop when cached)
 BODY_IDLE_TIMEOUT_S = 60.0  # an upload that sends nothing for this long is dropped
 RWF_NOWAIT = getattr(os, "RWF_NOWAIT", 0)   # Linux: a read that would wait for the disk fails with EAGAIN
 
@@ -184,7 +185,7 @@ def _read_cached(fd: int, size: int) -> bytes | None:
     buf = bytearray(size)
     try:
         n = os.preadv(fd, [buf], 0, RWF_NOWAIT)
-    except (BlockingIOError, OSError) as exc:
+    except OSError as exc:
         if isinstance(exc, BlockingIOError) or exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
             return None   # not cached, or a filesystem / kernel without RWF_NOWAIT: the thread reads
         raise
@@ -206,14 +207,6 @@ def _create_temp(tmp: str) -> int:
         return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     except OSError as exc:
         raise _fs_error("open", exc) from exc
-
-
-def _fsync_dir(path: str | Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # --- the store -----------------------------------------------------------------------------------
@@ -360,7 +353,7 @@ class DataFileStore:
                 # rename(2) is durable only once the folder is; without this a crash
                 # could lose a blob the client was told exists.
                 try:
-                    _fsync_dir(os.path.dirname(final))
+                    fsync_dir(os.path.dirname(final))
                 except OSError:
                     # The upload fails: leave no blob behind that nobody will reference.
                     with contextlib.suppress(OSError):
@@ -457,7 +450,7 @@ class DataFileStore:
         try:
             # The new directory entry is durable only once its folder is (as a rename);
             # the inode's link count rides in the same journal commit.
-            _fsync_dir(final.parent)
+            fsync_dir(final.parent)
         except OSError:
             # The copy fails: leave no second name behind that nobody will reference.
             with contextlib.suppress(OSError):

@@ -35,6 +35,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from shared.durable import fsync_dir
 from shared.metastore.kv import ROOT_DB_DIRNAME, RocksKV
 from shared.metastore.leveldb import is_original_leveldb
 from shared.metastore.recordlog import RECORD_LOG_PREFIX
@@ -117,14 +118,6 @@ def _check_not_running(src_db: str) -> None:
             raise MigrationError(f"{src_db} is in use (its LOCK is held): stop the original's mdserver first") \
                 from exc
         raise
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -230,7 +223,7 @@ def migrate(src: str, dst: str, out=sys.stdout) -> dict:
                 os.fsync(f.fileno())
             os.replace(tmp, os.path.join(dst, UUID_FILENAME))
             uuid_copied = True
-        _fsync_dir(dst)
+        fsync_dir(dst)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

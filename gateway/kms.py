@@ -30,6 +30,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from shared.config import REPO_ROOT, Config
+from shared.durable import fsync_dir
 from shared.errors import S3Error
 
 DATA_KEY_BYTES = 32               # AES-256
@@ -116,11 +117,7 @@ class FileKMS(KMS):
             return False
         finally:
             os.unlink(tmp)
-        dir_fd = os.open(self.path, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_dir(self.path)
         return True
 
     def _load(self, key_id: str) -> bytes | None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from sortedcontainers import SortedDict
 
+from shared.durable import fsync_dir
 from shared.metastore.leveldb import is_original_leveldb
 
 Op = tuple[bytes, "bytes | None"]   # (key, value); value None deletes the key
@@ -447,7 +448,7 @@ class _WalSyncer:
                 os.fdatasync(fd)
             newest = logs[-1][0]
             if newest != self._newest_synced:
-                _fsync_dir(self.db_path)   # the new log's directory entry
+                fsync_dir(self.db_path)   # the new log's directory entry
                 self._newest_synced = newest
             for number in [n for n in self._fds if n < newest]:   # complete and synced: done with
                 os.close(self._fds.pop(number))
@@ -458,10 +459,3 @@ class _WalSyncer:
                 os.close(fd)
             self._fds.clear()
 
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -17,7 +17,7 @@ from shared.metastore.kv import RocksKV
 def synced(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
     """Paths given to fdatasync and to the folder fsync, in order."""
     seen: dict[str, list[str]] = {"files": [], "dirs": []}
-    real_fdatasync, real_fsync_dir = os.fdatasync, kvmod._fsync_dir
+    real_fdatasync, real_fsync_dir = os.fdatasync, kvmod.fsync_dir
 
     def fdatasync(fd: int) -> None:
         seen["files"].append(os.readlink(f"/proc/self/fd/{fd}"))
@@ -28,7 +28,7 @@ def synced(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
         real_fsync_dir(path)
 
     monkeypatch.setattr(os, "fdatasync", fdatasync)
-    monkeypatch.setattr(kvmod, "_fsync_dir", fsync_dir)
+    monkeypatch.setattr(kvmod, "fsync_dir", fsync_dir)
     return seen
 
 
