@@ -30,8 +30,8 @@ _KEY_RE = re.compile(r"[0-9a-f]{%d}" % KEY_HEX_LENGTH)
 # --- HTTP backends (docs/protocol.md#data-client; the same client settings serve the aws_s3 location) ---
 DELETE_ATTEMPTS = 3  # the reference's DataWrapper: MAX_RETRY = 2 retries
 DELETE_RETRY_DELAY_S = 0.05  # doubled after each failed attempt
-DELETE_DONE_STATUSES = (200, 204, 404)
-DELETE_MANY_CONCURRENCY = 16  # blob deletes in flight for one delete_many of a store without a batch call  # 404: an earlier attempt or another caller already deleted it
+DELETE_DONE_STATUSES = (200, 204, 404)  # 404: an earlier attempt or another caller already deleted it
+DELETE_MANY_CONCURRENCY = 16  # blob deletes in flight for one delete_many of a store without a batch call
 FREE_SOCKET_TIMEOUT_S = 55.0  # the reference's keep-alive agent; below the dmd's 60 s
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 60.0  # silence on an open exchange; an fsync of a large body fits in it

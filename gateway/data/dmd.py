@@ -56,7 +56,6 @@ class DmdDataBackend(HttpDataBackend):
         self.host, self.port, self.location_name = host, port, location_name
         self.socket_path = socket_path
         self._ssl_context = ssl_context
-        self._connect_timeout, self._read_timeout = connect_timeout, read_timeout
         self._pool: ConnectionPool | None = None
         if socket_path:
             self.host, self.port = "unix", socket_path   # what messages name: "unix:<path>"
@@ -78,8 +77,8 @@ class DmdDataBackend(HttpDataBackend):
         if pool is None or pool.closed or pool.loop is not asyncio.get_running_loop():
             pool = self._pool = ConnectionPool(
                 self.host, self.port, ssl=self._ssl_context, socket_path=self.socket_path,
-                max_connections=self._max_connections, connect_timeout=self._connect_timeout,
-                read_timeout=self._read_timeout, idle_timeout=FREE_SOCKET_TIMEOUT_S, headers=self._headers)
+                max_connections=self._max_connections, connect_timeout=self._timeout.sock_connect,
+                read_timeout=self._timeout.sock_read, idle_timeout=FREE_SOCKET_TIMEOUT_S, headers=self._headers)
         return pool
 
     async def close(self) -> None:

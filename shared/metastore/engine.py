@@ -420,25 +420,15 @@ class MetaStore:
             return decode_text(k[skip:]) if query.keys else decode_text(v)
         return self._stream(query, shape)
 
-    def scan(self, sublevel: list[str], options: dict) -> Iterator[dict[str, str]]:
-        """read_stream's {"key","value"} entries as a synchronous iterator that reads one entry at a
-        time (no chunk read ahead). For the listings run in process (shared/listing's driver): they
-        close it after a few entries when they skip past a common prefix, and give the event loop a
-        turn themselves. Close it (`.close()`) when stopping early."""
-        self._check_open()
-        prefix = sublevel_prefix(sublevel)
-        query = parse_range_options(options, prefix)
-        try:
-            it = self._kv.iterate(gt=query.gt, gte=query.gte, lt=query.lt, lte=query.lte, reverse=query.reverse)
-        except Exception as exc:
-            raise MetadataError("InternalError", 500, f"cannot read metadata: {exc}") from exc
-        return self._scan(it, len(prefix), query.limit)
-
     @contextlib.contextmanager
     def scanner(self, sublevel: list[str]) -> Iterator[Callable[[dict], Iterator[dict[str, str]]]]:
-        """`scan` of one sublevel for a listing's successive ranges (each opened after the previous
-        one is closed), sharing one store iterator: on RocksDB a jump past a common prefix is then a
-        seek, not a new iterator. `with store.scanner(sub) as scan: ... scan(options) ...`"""
+        """read_stream's {"key","value"} entries of one sublevel as synchronous iterators that read
+        one entry at a time (no chunk read ahead), for the listings run over the engine (shared/
+        listing's driver: they close a range after a few entries when they skip past a common
+        prefix, and give the event loop a turn themselves). The successive ranges of a listing
+        (each opened after the previous one is closed) share one store iterator: on RocksDB a jump
+        past a common prefix is then a seek, not a new iterator.
+        `with store.scanner(sub) as scan: ... scan(options) ...`; forward ranges only."""
         self._check_open()
         prefix = sublevel_prefix(sublevel)
         cursor = self._kv.cursor()

@@ -272,9 +272,9 @@ async def test_scan_reads_only_what_it_yields() -> None:
             page = await list_page(scan, DELIMITER_MASTER, {"delimiter": "/"}, max_skip_run=8)
         assert len(page["CommonPrefixes"]) == 50
         assert CountingKV.read <= 50 + 1, "a jump reads the folder's first key only (no chunk read ahead)"
-        scan_limited = store.scan(["b"], {"limit": 3})
-        assert len(list(scan_limited)) == 3
-        assert list(store.scan(["b"], {"limit": 0})) == []
+        with store.scanner(["b"]) as scan:
+            assert len(list(scan({"limit": 3}))) == 3
+            assert list(scan({"limit": 0})) == []
     finally:
         await store.close()
 
